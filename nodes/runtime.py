@@ -1,0 +1,90 @@
+"""What every node program shares at start-up: reading its JSON config, its event log, its seeded
+random generator, name resolution of other nodes, and an asyncio main loop that stops cleanly on SIGTERM.
+
+The runner writes one JSON config per process::
+
+    {"node": "h1", "proc": "src", "role": "probe_sender", "events": ".../events/h1.src.jsonl",
+     "seed": 1234, "hosts": {"h2": "10.0.0.2", ...}, "args": {...role config...}}
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from nodes.eventlog import EventLog
+
+C = TypeVar("C", bound=BaseModel)
+
+
+@dataclass
+class NodeContext:
+    """Identity and shared services of one node process."""
+
+    node: str
+    proc: str
+    role: str
+    seed: int
+    hosts: dict[str, str]
+    log: EventLog
+    rng: random.Random = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+
+    def resolve(self, name_or_ip: str) -> str:
+        """A node name of the scenario -> its primary IPv4 address; an address is returned as is."""
+        return self.hosts.get(name_or_ip, name_or_ip)
+
+
+def run_role(config_cls: type[C], main: Callable[[NodeContext, C], Awaitable[int | None]]) -> None:
+    """Parse ``--config``, validate the role's args, run ``main`` until it returns or SIGTERM/SIGINT arrives."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config", required=True)
+    ns = parser.parse_args()
+    with open(ns.config, encoding="utf-8") as fh:
+        raw: dict[str, Any] = json.load(fh)
+    try:
+        args = config_cls.model_validate(raw.get("args", {}))
+    except ValidationError as exc:
+        print(f"bad configuration for role {raw.get('role')}: {exc}", file=sys.stderr)
+        sys.exit(2)
+    log = EventLog(raw["events"], node=raw["node"], role=raw["role"], proc=raw["proc"])
+    ctx = NodeContext(node=raw["node"], proc=raw["proc"], role=raw["role"], seed=int(raw["seed"]),
+                      hosts=dict(raw.get("hosts", {})), log=log)
+    code = 0
+    try:
+        code = asyncio.run(_supervise(ctx, args, main)) or 0
+    finally:
+        log.close()
+    sys.exit(code)
+
+
+async def _supervise(ctx: NodeContext, args: C, main: Callable[[NodeContext, C], Awaitable[int | None]]) -> int:
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(main(ctx, args))
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    ctx.log.emit("process_start", pid=_pid())
+    try:
+        result = await task
+    except asyncio.CancelledError:
+        ctx.log.emit("process_stop", reason="signal")
+        return 0
+    ctx.log.emit("process_stop", reason="done")
+    return int(result or 0)
+
+
+def _pid() -> int:
+    import os
+
+    return os.getpid()

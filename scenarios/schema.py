@@ -1,0 +1,254 @@
+"""The scenario model: what an experiment is, as pydantic classes.
+
+A YAML scenario file is parsed by ``scenarios.loader`` into these classes; ``scenarios.checks`` then checks
+what a per-field model cannot (names that must exist, events inside the run, ...). Every quantity accepts
+the spellings of ``scenarios.units``. ``invoke schema`` exports the JSON Schema for editors.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+
+from scenarios import units
+
+NAME_PATTERN = r"^[a-z][a-z0-9_]{0,9}$"
+
+Rate = Annotated[
+    float,
+    BeforeValidator(units.parse_rate),
+    Field(gt=0),
+    WithJsonSchema({"anyOf": [{"type": "number", "exclusiveMinimum": 0},
+                              {"type": "string", "pattern": r"^[0-9.]+\s*([kKmMgG]?(bit|bps))?(/s)?$"}],
+                    "description": "bit/s, or a string like '8mbit'"}),
+]
+Duration = Annotated[
+    float,
+    BeforeValidator(units.parse_duration),
+    Field(ge=0),
+    WithJsonSchema({"anyOf": [{"type": "number", "minimum": 0},
+                              {"type": "string", "pattern": r"^[0-9.]+\s*(us|ms|s|sec|min|h)?$"}],
+                    "description": "seconds, or a string like '10ms'"}),
+]
+Probability = Annotated[
+    float,
+    BeforeValidator(units.parse_percent),
+    WithJsonSchema({"anyOf": [{"type": "number", "minimum": 0, "maximum": 100},
+                              {"type": "string", "pattern": r"^[0-9.]+\s*%?$"}],
+                    "description": "a percentage: '2%' or 2 (never a fraction)"}),
+]
+
+
+def default_queue(rate: float | None) -> int:
+    """Queue length (packets) when the scenario gives none: about 200 ms at the rate, at least 64 packets."""
+    if rate is None:
+        return 1000
+    return max(64, math.ceil(rate * 0.2 / (8 * 1500)))
+
+
+class Strict(BaseModel):
+    """Base for every scenario class: unknown fields are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class GilbertLoss(Strict):
+    """Gilbert-Elliott bursty loss, netem's ``gemodel`` semantics (all values are percentages)."""
+
+    model: Literal["gilbert"]
+    p: Probability = Field(description="P(good -> bad) per packet")
+    r: Probability = Field(description="P(bad -> good) per packet")
+    h: Probability = Field(default=0.0, description="P(delivered | bad state); 0 means every bad packet is lost")
+    k: Probability = Field(default=1.0, description="P(delivered | good state); 100% means no good-state loss")
+
+    def mean_loss(self) -> float:
+        """Stationary loss probability."""
+        if self.p + self.r == 0:
+            return 1 - self.k
+        pi_bad = self.p / (self.p + self.r)
+        return pi_bad * (1 - self.h) + (1 - pi_bad) * (1 - self.k)
+
+
+class RandomLoss(Strict):
+    """Independent (Bernoulli) loss."""
+
+    model: Literal["random"]
+    p: Probability
+
+
+LossSpec = Annotated[Probability | RandomLoss | GilbertLoss, Field(union_mode="left_to_right")]
+
+
+class DirectionParams(Strict):
+    """Emulation parameters of one link direction. Unset fields inherit from the link."""
+
+    rate: Rate | None = Field(default=None, description="HTB rate limit (bit/s); unset = unlimited")
+    delay: Duration | None = Field(default=None, description="one-way delay added")
+    jitter: Duration | None = Field(default=None, description="delay variation: σ (normal) or half-width (uniform)")
+    jitter_distribution: Literal["normal", "uniform"] | None = None
+    reorder: bool | None = Field(default=None, description="let jitter reorder packets (default: keep order)")
+    loss: LossSpec | None = Field(default=None, description="'2%' random loss, or a {model: random|gilbert} map")
+    queue: int | None = Field(default=None, gt=0, le=100000, description="queue length in packets at the rate limit")
+    linklayer: Literal["ethernet", "atm"] | None = Field(default=None, description="HTB stab link layer")
+    overhead: int | None = Field(default=None, ge=0, le=512, description="per-packet link-layer overhead, bytes")
+
+
+class ResolvedDirection(BaseModel):
+    """A link direction with every parameter decided (what the builder applies)."""
+
+    src: str
+    dst: str
+    rate: float | None
+    delay: float
+    jitter: float
+    jitter_distribution: Literal["normal", "uniform"]
+    reorder: bool
+    loss: RandomLoss | GilbertLoss | None
+    queue: int
+    linklayer: Literal["ethernet", "atm"]
+    overhead: int
+
+    @property
+    def impaired(self) -> bool:
+        """True when delay, jitter or loss must be emulated (beyond a rate limit)."""
+        return self.delay > 0 or self.jitter > 0 or self.loss is not None
+
+
+class Link(DirectionParams):
+    """A point-to-point link (or a node's port on a switch) with per-direction parameters."""
+
+    name: str | None = Field(default=None, description="defaults to '<a>-<b>'")
+    a: str
+    b: str
+    a_to_b: DirectionParams | None = None
+    b_to_a: DirectionParams | None = None
+    addresses: dict[str, ipaddress.IPv4Interface] | None = Field(
+        default=None, description="{<a>: 10.0.0.1/30, <b>: 10.0.0.2/30}; automatic when unset")
+    cost: float = Field(default=1.0, gt=0, description="routing cost (shortest paths)")
+
+    @property
+    def link_name(self) -> str:
+        return self.name or f"{self.a}-{self.b}"
+
+    def resolved(self, src: str) -> ResolvedDirection:
+        """Parameters of the direction leaving ``src`` (link-level values overridden per direction)."""
+        if src == self.a:
+            override, dst = self.a_to_b, self.b
+        elif src == self.b:
+            override, dst = self.b_to_a, self.a
+        else:
+            raise KeyError(src)
+
+        def pick(field: str) -> Any:
+            if override is not None and getattr(override, field) is not None:
+                return getattr(override, field)
+            return getattr(self, field)
+
+        loss = pick("loss")
+        if isinstance(loss, float):
+            loss = RandomLoss(model="random", p=loss) if loss > 0 else None
+        elif isinstance(loss, RandomLoss) and loss.p == 0:
+            loss = None
+        return ResolvedDirection(
+            src=src, dst=dst, rate=pick("rate"), delay=pick("delay") or 0.0, jitter=pick("jitter") or 0.0,
+            jitter_distribution=pick("jitter_distribution") or "normal", reorder=bool(pick("reorder")),
+            loss=loss, queue=pick("queue") or default_queue(pick("rate")), linklayer=pick("linklayer") or "ethernet",
+            overhead=pick("overhead") or 0,
+        )
+
+
+class Process(Strict):
+    """A program started inside a node: ``python -m nodes.<role>`` with a JSON config built from ``args``."""
+
+    role: str = Field(description="one of the roles in nodes/roles.py (invoke roles)")
+    name: str | None = Field(default=None, pattern=NAME_PATTERN, description="defaults to the role name")
+    args: dict[str, Any] = Field(default_factory=dict, description="the role's configuration")
+    start: Duration = Field(default=0.0, description="seconds after the network is up")
+
+    @property
+    def proc_name(self) -> str:
+        return self.name or self.role
+
+
+class Node(Strict):
+    """A host, a router (forwards IP) or a switch (a LAN: a Linux bridge)."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="lower case, digits, '_', at most 10 characters")
+    kind: Literal["host", "router", "switch"] = "host"
+    processes: list[Process] = Field(default_factory=list)
+    subnet: ipaddress.IPv4Network | None = Field(default=None, description="switch only: the LAN's subnet")
+    igmp_snooping: bool = Field(default=True, description="switch only")
+
+
+class LinkDown(Strict):
+    at: Duration
+    action: Literal["link_down"]
+    link: str
+
+
+class LinkUp(Strict):
+    at: Duration
+    action: Literal["link_up"]
+    link: str
+
+
+class LinkSet(Strict):
+    """Change some parameters of a link mid-run (both directions, or one via a_to_b / b_to_a)."""
+
+    at: Duration
+    action: Literal["link_set"]
+    link: str
+    set: DirectionParams | None = None
+    a_to_b: DirectionParams | None = None
+    b_to_a: DirectionParams | None = None
+
+
+class ProcessSignal(Strict):
+    """Stop (SIGTERM), kill (SIGKILL) or (re)start one process of a node."""
+
+    at: Duration
+    action: Literal["process_stop", "process_kill", "process_start"]
+    node: str
+    process: str
+
+
+class NodeAction(Strict):
+    """Take a whole node off the network (interfaces down, processes killed) or bring it back."""
+
+    at: Duration
+    action: Literal["node_stop", "node_start"]
+    node: str
+
+
+Event = Annotated[LinkDown | LinkUp | LinkSet | ProcessSignal | NodeAction, Field(discriminator="action")]
+
+
+class Addressing(Strict):
+    """Where automatic addresses come from."""
+
+    lan_pool: ipaddress.IPv4Network = ipaddress.IPv4Network("10.0.0.0/16")
+    lan_prefix: int = Field(default=24, ge=8, le=29)
+    p2p_pool: ipaddress.IPv4Network = ipaddress.IPv4Network("10.255.0.0/16")
+
+
+class Scenario(Strict):
+    """One experiment: a network, the programs in it, a timeline, a duration and a seed."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    seed: int = Field(default=1, ge=0)
+    duration: Duration = Field(gt=0, le=86400)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    addressing: Addressing = Field(default_factory=Addressing)
+    nodes: list[Node] = Field(min_length=1)
+    links: list[Link] = Field(default_factory=list)
+    timeline: list[Event] = Field(default_factory=list)
+
+    def node(self, name: str) -> Node:
+        return next(n for n in self.nodes if n.name == name)
+
+    def link(self, name: str) -> Link:
+        return next(lk for lk in self.links if lk.link_name == name)
