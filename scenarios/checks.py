@@ -20,7 +20,8 @@ def check_scenario(sc: Scenario) -> list[Problem]:
     nodes: dict[str, int] = {}
     for i, node in enumerate(sc.nodes):
         if node.name in nodes:
-            problems.append((("nodes", i, "name"), f"duplicate node name {node.name!r} (first at nodes[{nodes[node.name]}])"))
+            first = nodes[node.name]
+            problems.append((("nodes", i, "name"), f"duplicate node name {node.name!r} (first at nodes[{first}])"))
         else:
             nodes[node.name] = i
         if node.kind != "switch" and node.subnet is not None:
@@ -43,7 +44,8 @@ def check_scenario(sc: Scenario) -> list[Problem]:
                     for err in exc.errors():
                         problems.append(((*loc, "args", *err["loc"]), err["msg"]))
             if proc.start >= sc.duration:
-                problems.append(((*loc, "start"), f"starts at {proc.start:g} s, not before the end ({sc.duration:g} s)"))
+                problems.append(((*loc, "start"),
+                                 f"starts at {proc.start:g} s, not before the end ({sc.duration:g} s)"))
 
     kinds = {n.name: n.kind for n in sc.nodes}
     link_names: dict[str, int] = {}

@@ -30,9 +30,9 @@ from scenarios.schema import (
     LinkUp,
     NodeAction,
     ProcessSignal,
-    RandomLoss,
     ResolvedDirection,
     Scenario,
+    resolve_loss,
 )
 from topologies.impair.backends import Backend, NetemBackend, NfqueueBackend, choose_backend
 from topologies.leftovers import RunState, clean_stale, remove_state
@@ -62,18 +62,15 @@ class _Stop(Exception):
 
 def apply_changes(old: ResolvedDirection, *changes: DirectionParams | None) -> ResolvedDirection:
     """A direction's parameters after a ``link_set`` (only the fields the event sets change)."""
-    data = old.model_dump()
+    data = dict(old)
     for ch in changes:
         if ch is None:
             continue
-        for key, value in ch.model_dump(exclude_none=True).items():
-            data[key] = value
-    loss = data.get("loss")
-    if isinstance(loss, float):
-        data["loss"] = RandomLoss(model="random", p=loss) if loss > 0 else None
-    elif isinstance(loss, dict) and loss.get("model") == "random" and loss.get("p") == 0:
-        data["loss"] = None
-    return ResolvedDirection.model_validate(data)
+        for key in ch.model_fields_set:
+            value = getattr(ch, key)
+            if value is not None:
+                data[key] = resolve_loss(value) if key == "loss" else value
+    return ResolvedDirection(**data)
 
 
 def make_backend(name: str, seed: int) -> Backend:

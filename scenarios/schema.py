@@ -96,6 +96,36 @@ class DirectionParams(Strict):
     overhead: int | None = Field(default=None, ge=0, le=512, description="per-packet link-layer overhead, bytes")
 
 
+class LossModel(BaseModel):
+    """Resolved loss of a direction, as fractions in [0, 1] (no percent parsing here)."""
+
+    model: Literal["random", "gilbert"]
+    p: float = Field(ge=0, le=1)
+    r: float = Field(default=0.0, ge=0, le=1)
+    h: float = Field(default=0.0, ge=0, le=1)
+    k: float = Field(default=1.0, ge=0, le=1)
+
+    def mean_loss(self) -> float:
+        """Stationary loss probability (for gilbert: pi_bad (1-h) + pi_good (1-k))."""
+        if self.model == "random":
+            return self.p
+        if self.p + self.r == 0:
+            return 1 - self.k
+        pi_bad = self.p / (self.p + self.r)
+        return pi_bad * (1 - self.h) + (1 - pi_bad) * (1 - self.k)
+
+
+def resolve_loss(spec: float | RandomLoss | GilbertLoss | LossModel | None) -> LossModel | None:
+    """A scenario's loss spelling -> a LossModel, or None when nothing is lost."""
+    if spec is None or isinstance(spec, LossModel):
+        return spec if spec is None or spec.mean_loss() > 0 or spec.model == "gilbert" else None
+    if isinstance(spec, float | int):
+        return LossModel(model="random", p=float(spec)) if spec > 0 else None
+    if isinstance(spec, RandomLoss):
+        return LossModel(model="random", p=spec.p) if spec.p > 0 else None
+    return LossModel(model="gilbert", p=spec.p, r=spec.r, h=spec.h, k=spec.k)
+
+
 class ResolvedDirection(BaseModel):
     """A link direction with every parameter decided (what the builder applies)."""
 
@@ -106,7 +136,7 @@ class ResolvedDirection(BaseModel):
     jitter: float
     jitter_distribution: Literal["normal", "uniform"]
     reorder: bool
-    loss: RandomLoss | GilbertLoss | None
+    loss: LossModel | None
     queue: int
     linklayer: Literal["ethernet", "atm"]
     overhead: int
@@ -147,11 +177,7 @@ class Link(DirectionParams):
                 return getattr(override, field)
             return getattr(self, field)
 
-        loss = pick("loss")
-        if isinstance(loss, float):
-            loss = RandomLoss(model="random", p=loss) if loss > 0 else None
-        elif isinstance(loss, RandomLoss) and loss.p == 0:
-            loss = None
+        loss = resolve_loss(pick("loss"))
         return ResolvedDirection(
             src=src, dst=dst, rate=pick("rate"), delay=pick("delay") or 0.0, jitter=pick("jitter") or 0.0,
             jitter_distribution=pick("jitter_distribution") or "normal", reorder=bool(pick("reorder")),

@@ -10,6 +10,7 @@ last process inside them, and their veths and netfilter rules with them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -96,10 +97,8 @@ def remove_state(state: RunState, grace: float = 1.0) -> list[str]:
         time.sleep(0.05)
     for pid, st, _label in alive:
         if pid_alive(pid, st):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
     for pid, st, _label in alive:  # namespaces vanish when their last process is reaped
         for _ in range(100):
             if not pid_alive(pid, st):

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from scenarios.schema import GilbertLoss, RandomLoss, ResolvedDirection
+from scenarios.schema import ResolvedDirection
 from topologies.impair.nfqueue_rules import egress_add, ingress_add
 
 
@@ -102,9 +102,9 @@ def netem_spec(d: ResolvedDirection) -> str:
         parts.append(f"delay {d.delay * 1000:.3f}ms")
         if d.jitter > 0:
             parts.append(f"{d.jitter * 1000:.3f}ms distribution {d.jitter_distribution}")
-    if isinstance(d.loss, RandomLoss):
+    if d.loss is not None and d.loss.model == "random":
         parts.append(f"loss random {d.loss.p * 100:.4f}%")
-    elif isinstance(d.loss, GilbertLoss):
+    elif d.loss is not None:
         g = d.loss
         parts.append(f"loss gemodel {g.p * 100:.4f}% {g.r * 100:.4f}% {(1 - g.h) * 100:.4f}% {(1 - g.k) * 100:.4f}%")
     return " ".join(parts)
@@ -146,12 +146,12 @@ class NetemBackend:
 
 def delayline_queue_config(site: DirectionSite, seed: int) -> dict[str, Any]:
     d = site.params
-    if isinstance(d.loss, RandomLoss):
-        loss: dict[str, Any] = {"model": "random", "p": d.loss.p}
-    elif isinstance(d.loss, GilbertLoss):
-        loss = {"model": "gilbert", "p": d.loss.p, "r": d.loss.r, "h": d.loss.h, "k": d.loss.k}
+    if d.loss is None:
+        loss: dict[str, Any] = {"model": "none"}
+    elif d.loss.model == "random":
+        loss = {"model": "random", "p": d.loss.p}
     else:
-        loss = {"model": "none"}
+        loss = {"model": "gilbert", "p": d.loss.p, "r": d.loss.r, "h": d.loss.h, "k": d.loss.k}
     return {"queue_num": site.queue_num, "direction": site.label, "delay_s": d.delay, "jitter_s": d.jitter,
             "jitter_distribution": d.jitter_distribution, "reorder": d.reorder, "loss": loss, "seed": seed}
 

@@ -1,0 +1,233 @@
+"""streambed's entry points (invoke): run, validate, list, calibrate, clean, test, bench, schema, report.
+
+Every task that touches the network needs root. Exit status: 0 success, 1 a run failed or a node process
+crashed, 2 a bad scenario (nothing was built), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from invoke import Exit, task
+from rich.console import Console
+from rich.table import Table
+
+REPO = Path(__file__).resolve().parent
+LIBRARY = REPO / "scenarios" / "library"
+console = Console()
+
+
+def _scenario_path(scenario: str) -> Path:
+    p = Path(scenario)
+    if p.exists():
+        return p
+    lib = LIBRARY / f"{scenario}.yaml"
+    if lib.exists():
+        return lib
+    console.print(f"[red]no scenario {scenario!r}[/]: not a file, and not in the library ({LIBRARY})")
+    raise Exit(code=2)
+
+
+def _need_root() -> None:
+    if os.geteuid() != 0:
+        console.print("[red]streambed builds network namespaces: run it as root[/]")
+        raise Exit(code=1)
+
+
+def _print_problems(err: Exception) -> None:
+    for p in getattr(err, "problems", []):
+        console.print(f"[red]error[/] {p}", highlight=False, soft_wrap=True)
+
+
+@task(help={"scenario": "a scenario file or a library name, e.g. default", "impairment": "auto | netem | nfqueue",
+            "seed": "override the scenario's seed", "report": "analyse the bundle and write the report"})
+def run(c, scenario, impairment="auto", seed=None, report=True):
+    """Build a scenario's network, run its processes and timeline, tear down; print a summary per flow."""
+    from scenarios.loader import ScenarioError
+    from scenarios.run import RunOptions, run_scenario
+    from topologies.impair.backends import ImpairmentError
+    from topologies.plan import PlanError
+
+    _need_root()
+    path = _scenario_path(scenario)
+    try:
+        outcome = run_scenario(path, RunOptions(impairment=impairment, seed=None if seed is None else int(seed)))
+    except ScenarioError as err:
+        _print_problems(err)
+        raise Exit(code=2) from None
+    except (ImpairmentError, PlanError) as err:
+        console.print(f"[red]error[/] {err}")
+        raise Exit(code=2) from None
+    _summarise(outcome.bundle, report)
+    colour = "green" if outcome.status == "completed" and not outcome.crashes else "red"
+    console.print(f"[{colour}]{outcome.status}[/] bundle: {outcome.bundle}")
+    if outcome.error:
+        console.print(f"[red]{outcome.error}[/] (details: {outcome.bundle / 'error.txt'})")
+    for crash in outcome.crashes:
+        console.print(f"[red]crashed:[/] {crash['node']}.{crash['proc']} exit code {crash['exit_code']}")
+    if outcome.status == "interrupted":
+        raise Exit(code=130)
+    if outcome.status != "completed" or outcome.crashes:
+        raise Exit(code=1)
+
+
+def _summarise(bundle: Path, report: bool) -> None:
+    """Print one line per probe flow (and write flows.csv); optionally build the report."""
+    from analysis.events import load_events
+    from analysis.flows import flow_table, format_flow_line
+
+    events = load_events(bundle)
+    flows = flow_table(events.frame)
+    if len(flows):
+        flows.to_csv(bundle / "flows.csv", index=False)
+        console.print("[bold]flows[/]")
+        for _, row in flows.iterrows():
+            console.print("  " + format_flow_line(row), highlight=False)
+    if report:
+        try:
+            from analysis.report import build_report
+
+            from analysis.tidy import analyse_bundle
+
+            analyse_bundle(bundle)
+            path = build_report(bundle)
+            console.print(f"report: {path}")
+        except Exception as exc:  # noqa: BLE001 - the run is done; a report failure must not hide it
+            console.print(f"[yellow]report not built: {exc}[/]")
+
+
+@task(help={"scenario": "a file or a library name"})
+def validate(c, scenario):
+    """Check a scenario file without building anything (exit 2 with file:line: field: message if bad)."""
+    from scenarios.loader import ScenarioError, load_scenario
+    from topologies.plan import PlanError, make_plan
+
+    path = _scenario_path(scenario)
+    try:
+        sc, _ = load_scenario(path)
+        make_plan(sc)
+    except ScenarioError as err:
+        _print_problems(err)
+        raise Exit(code=2) from None
+    except PlanError as err:
+        console.print(f"[red]error[/] {path}: {err}")
+        raise Exit(code=2) from None
+    console.print(f"[green]ok[/] {path}: {sc.name}, {len(sc.nodes)} nodes, {len(sc.links)} links, "
+                  f"{len(sc.timeline)} timeline events, {sc.duration:g} s")
+
+
+@task(name="list")
+def list_(c):
+    """The scenario library with one-line descriptions."""
+    from scenarios.loader import ScenarioError, load_scenario
+
+    table = Table("scenario", "duration", "description")
+    for path in sorted(LIBRARY.glob("*.yaml")):
+        try:
+            sc, _ = load_scenario(path)
+            first = sc.description.strip().split(". ")[0].rstrip(".")
+            table.add_row(path.stem, f"{sc.duration:g} s", first + ".")
+        except ScenarioError as err:
+            table.add_row(path.stem, "", f"[red]invalid: {err.problems[0]}[/]")
+    console.print(table)
+
+
+@task(help={"scenario": "a file or a library name", "impairment": "auto | netem | nfqueue"})
+def calibrate(c, scenario, impairment="auto"):
+    """Measure every shaped/impaired link direction against its configuration (calibration.csv)."""
+    from scenarios.calibrate import calibrate_network
+    from scenarios.loader import ScenarioError
+    from scenarios.run import RunOptions, run_scenario
+
+    _need_root()
+    path = _scenario_path(scenario)
+    checks = []
+
+    def body(net, bundle, phase):
+        checks.extend(calibrate_network(net, bundle, net.state.runner_pid, phase))
+
+    try:
+        outcome = run_scenario(path, RunOptions(impairment=impairment), body=body)
+    except ScenarioError as err:
+        _print_problems(err)
+        raise Exit(code=2) from None
+    table = Table("link", "direction", "figure", "configured", "expected", "measured", "range", "verdict",
+                  title=f"calibration ({outcome.bundle.name})")
+    for ch in checks:
+        rng = "" if ch.low is None and ch.high is None else f"{_f(ch.low)} .. {_f(ch.high)} {ch.unit}"
+        colour = {"pass": "green", "FAIL": "red"}.get(ch.verdict, "dim")
+        table.add_row(ch.link, ch.direction, ch.figure, ch.configured, _f(ch.expected), _f(ch.measured), rng,
+                      f"[{colour}]{ch.verdict}[/]")
+    console.print(table)
+    console.print(f"calibration.csv: {outcome.bundle / 'calibration.csv'}")
+    if outcome.status != "completed":
+        console.print(f"[red]{outcome.status}: {outcome.error}[/]")
+        raise Exit(code=1)
+    if any(ch.verdict == "FAIL" for ch in checks):
+        raise Exit(code=1)
+
+
+def _f(x):
+    return "" if x is None else f"{x:.3g}"
+
+
+@task
+def clean(c):
+    """Remove what killed runs left behind (processes, namespaces, veths, bridges), by their records."""
+    from topologies.leftovers import clean_stale
+
+    _need_root()
+    removed = clean_stale()
+    for r in removed:
+        console.print(f"removed {r}")
+    console.print(f"[green]clean[/]: {len(removed)} leftover item(s) removed")
+
+
+@task(help={"k": "pytest -k expression", "extra": "more pytest arguments"})
+def test(c, k="", extra=""):
+    """Run the test suite (needs root: tests build real emulated networks)."""
+    _need_root()
+    subprocess.run([sys.executable, "-m", "ruff", "check", "."], cwd=REPO, check=True)
+    argv = [sys.executable, "-m", "pytest", "-ra", "--timeout=600"]
+    if k:
+        argv += ["-k", k]
+    argv += extra.split()
+    code = subprocess.run(argv, cwd=REPO, check=False).returncode
+    raise Exit(code=code)
+
+
+@task(help={"what": "impair | scale | analysis"})
+def bench(c, what):
+    """Benchmarks that print figures: impair (delay-line packets/s), scale (build/teardown), analysis."""
+    _need_root()
+    modules = {"impair": "topologies.impair.bench_delayline", "scale": "topologies.bench_scale",
+               "analysis": "analysis.bench"}
+    if what not in modules:
+        console.print(f"[red]unknown benchmark {what!r}[/]; choose from {', '.join(modules)}")
+        raise Exit(code=2)
+    code = subprocess.run([sys.executable, "-m", modules[what]], cwd=REPO, check=False).returncode
+    raise Exit(code=code)
+
+
+@task(help={"out": "where to write the JSON Schema"})
+def schema(c, out="scenarios/scenario.schema.json"):
+    """Export the scenario format as JSON Schema (for editors' YAML language servers)."""
+    from scenarios.schema import Scenario
+
+    Path(out).write_text(json.dumps(Scenario.model_json_schema(), indent=1) + "\n")
+    console.print(f"wrote {out}")
+
+
+@task(help={"bundle": "a run bundle folder"})
+def report(c, bundle):
+    """Analyse a run bundle and (re)build its metrics, plots and report."""
+    from analysis.report import build_report
+
+    from analysis.tidy import analyse_bundle
+
+    analyse_bundle(Path(bundle))
+    console.print(f"report: {build_report(Path(bundle))}")
