@@ -98,21 +98,39 @@ class Prober:
         err.close()
         return proc, events
 
-    def udp_probe(self, src: str, dst: str, dst_ip: str, pps: float, seconds: float, size: int = 200,
-                  port: int = 47001) -> list[dict[str, Any]]:
-        """Run a probe flow and return the sink's ``probe_recv`` records plus the number sent."""
-        sink, sink_events = self._role(dst, "probe_sink", "sink", {"port": port})
+    def udp_probes(self, flows: list[dict[str, Any]], port: int = 47001) -> list[dict[str, Any]]:
+        """Run several probe flows at once; each flow is {src, dst, dst_ip, pps, seconds, size?}.
+
+        Returns, per flow, {"sent": n, "recv": [probe_recv records in arrival order]}.
+        """
+        started = []
+        for f in flows:
+            sink, sink_events = self._role(f["dst"], "probe_sink", "sink", {"port": port})
+            started.append((f, sink, sink_events))
         time.sleep(0.3)
-        sender, send_events = self._role(src, "probe_sender", "send",
-                                         {"dst": dst_ip, "port": port, "rate_pps": pps, "size": size,
-                                          "duration": seconds, "flow": "cal"})
-        sender.wait(timeout=seconds + 30)
-        time.sleep(1.0)  # let the last packets cross the delayed direction
-        sink.send_signal(signal.SIGTERM)
-        sink.wait(timeout=10)
-        recv = [r for r in _read(sink_events) if r.get("event") == "probe_recv"]
-        sent = [r for r in _read(send_events) if r.get("event") == "probe_send"]
-        return [{"sent": len(sent)}] + recv
+        senders = []
+        for f, _sink, _events in started:
+            sender, send_events = self._role(f["src"], "probe_sender", "send",
+                                             {"dst": f["dst_ip"], "port": port, "rate_pps": f["pps"],
+                                              "size": f.get("size", 200), "duration": f["seconds"], "flow": "cal"})
+            senders.append((sender, send_events))
+        for sender, _ in senders:
+            sender.wait(timeout=max(f["seconds"] for f in flows) + 60)
+        time.sleep(1.0)  # let the last packets cross the delayed directions
+        out = []
+        for (_f, sink, sink_events), (_sender, send_events) in zip(started, senders, strict=True):
+            sink.send_signal(signal.SIGTERM)
+            sink.wait(timeout=10)
+            recv = [r for r in _read(sink_events) if r.get("event") == "probe_recv"]
+            sent = sum(1 for r in _read(send_events) if r.get("event") == "probe_send")
+            out.append({"sent": sent, "recv": recv})
+        return out
+
+    def udp_probe(self, src: str, dst: str, dst_ip: str, pps: float, seconds: float,
+                  size: int = 200) -> dict[str, Any]:
+        """One probe flow: {"sent": n, "recv": [...]}."""
+        return self.udp_probes([{"src": src, "dst": dst, "dst_ip": dst_ip, "pps": pps, "seconds": seconds,
+                                 "size": size}])[0]
 
     def iperf3(self, src: str, dst: str, dst_ip: str, seconds: float, udp_rate: float | None = None,
                port: int = 47002) -> float | None:
@@ -172,8 +190,7 @@ def measure_direction(prober: Prober, link: str, direction: str, d: ResolvedDire
     ser = size + 28 + 14  # bytes on the wire per probe (IP+UDP+Ethernet)
     tx = 0.0 if d.rate is None else ser * 8 / d.rate
     # delay and jitter: 20 packets/s
-    rec = prober.udp_probe(src.node, dst.node, dst_ip, pps=20, seconds=seconds, size=size)
-    recv = rec[1:]
+    recv = prober.udp_probe(src.node, dst.node, dst_ip, pps=20, seconds=seconds, size=size)["recv"]
     if recv:
         owd = [(r["t"] - r["sent"]) for r in recv]
         med = _pct(owd, 0.5)
@@ -199,8 +216,8 @@ def measure_direction(prober: Prober, link: str, direction: str, d: ResolvedDire
     if d.rate is not None:
         pps = min(pps, 0.5 * d.rate / (ser * 8))
     rec = prober.udp_probe(src.node, dst.node, dst_ip, pps=pps, seconds=max(seconds, loss_packets / pps), size=size)
-    sent = rec[0]["sent"]
-    got = len({r["seq"] for r in rec[1:]})
+    sent = rec["sent"]
+    got = len({r["seq"] for r in rec["recv"]})
     if sent:
         lo, hi = binomial_interval(p, sent)
         checks.append(Check(link, direction, "loss", f"{p * 100:g} %", p * 100, (1 - got / sent) * 100,
