@@ -86,11 +86,10 @@ def _summarise(bundle: Path, report: bool) -> None:
         flows.to_csv(bundle / "flows.csv", index=False)
         console.print("[bold]flows[/]")
         for _, row in flows.iterrows():
-            console.print("  " + format_flow_line(row), highlight=False)
+            console.print("  " + format_flow_line(row), highlight=False, soft_wrap=True)
     if report:
         try:
             from analysis.report import build_report
-
             from analysis.tidy import analyse_bundle
 
             analyse_bundle(bundle)
@@ -178,10 +177,10 @@ def _f(x):
 @task
 def clean(c):
     """Remove what killed runs left behind (processes, namespaces, veths, bridges), by their records."""
-    from topologies.leftovers import clean_stale
+    from scenarios.run import clean_killed_runs
 
     _need_root()
-    removed = clean_stale()
+    removed = clean_killed_runs()
     for r in removed:
         console.print(f"removed {r}")
     console.print(f"[green]clean[/]: {len(removed)} leftover item(s) removed")
@@ -226,7 +225,6 @@ def schema(c, out="scenarios/scenario.schema.json"):
 def report(c, bundle):
     """Analyse a run bundle and (re)build its metrics, plots and report."""
     from analysis.report import build_report
-
     from analysis.tidy import analyse_bundle
 
     analyse_bundle(Path(bundle))

@@ -8,6 +8,7 @@ The bundle's manifest says how far a run got and how it ended.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import time
@@ -35,7 +36,7 @@ from scenarios.schema import (
     resolve_loss,
 )
 from topologies.impair.backends import Backend, NetemBackend, NfqueueBackend, choose_backend
-from topologies.leftovers import RunState, clean_stale, remove_state
+from topologies.leftovers import RunState, remove_state, stale_states
 from topologies.network import EmulatedNetwork
 from topologies.plan import make_plan
 
@@ -43,7 +44,7 @@ from topologies.plan import make_plan
 @dataclass
 class RunOptions:
     impairment: str = "auto"
-    results: Path = field(default_factory=lambda: REPO / "results")
+    results: Path = field(default_factory=lambda: Path(os.environ.get("STREAMBED_RESULTS", REPO / "results")))
     seed: int | None = None
     console: Console = field(default_factory=lambda: Console(stderr=True))
 
@@ -79,6 +80,22 @@ def make_backend(name: str, seed: int) -> Backend:
     return NfqueueBackend(seed_for=lambda key: derived_seed(seed, "impair", key))
 
 
+def clean_killed_runs() -> list[str]:
+    """Remove what runs killed outright (SIGKILL) left behind, and mark their bundles as killed."""
+    removed: list[str] = []
+    for state in stale_states():
+        removed += [f"{state.run_id}: {r}" for r in remove_state(state)]
+        manifest = Path(state.bundle) / "manifest.json"
+        try:
+            data = json.loads(manifest.read_text())
+        except (OSError, ValueError):
+            continue
+        if data.get("status") == "running":
+            Manifest(manifest, data).update(status="killed", error="the runner was killed; leftovers removed later",
+                                            cleaned=utc_now())
+    return removed
+
+
 def run_scenario(path: str | Path, opts: RunOptions,
                  body: Callable[[EmulatedNetwork, Path, Callable[[str], None]], None] | None = None) -> RunOutcome:
     """Run a scenario file. ``body`` replaces the process/timeline phase (``invoke calibrate`` uses it).
@@ -91,7 +108,7 @@ def run_scenario(path: str | Path, opts: RunOptions,
         sc.seed = opts.seed
     plan = make_plan(sc)
     backend_name, backend_reason = choose_backend(opts.impairment)
-    for removed in clean_stale():
+    for removed in clean_killed_runs():
         console.print(f"[yellow]removed a leftover of a killed run:[/] {removed}")
 
     bundle = new_bundle_dir(Path(opts.results), sc.name, sc.seed)

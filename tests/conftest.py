@@ -24,7 +24,17 @@ def machine_leftovers() -> dict[str, list[str]]:
     mnexec = lines(["pgrep", "-x", "mnexec"])
     state_dir = Path(os.environ.get("STREAMBED_STATE_DIR", "/run/streambed"))
     states = [str(p) for p in state_dir.glob("*.json")] if state_dir.is_dir() else []
-    found = {"veth": veth, "bridges": bridges, "netns": netns, "mnexec": mnexec, "run records": states}
+    own_ns = os.readlink("/proc/self/ns/net")
+    foreign = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if os.readlink(proc / "ns" / "net") != own_ns and proc.name != "1":
+                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:120]
+                foreign.append(f"{proc.name} {cmd}")
+        except OSError:
+            continue
+    found = {"processes in other namespaces": foreign, "veth": veth, "bridges": bridges, "netns": netns,
+             "mnexec": mnexec, "run records": states}
     return {k: v for k, v in found.items() if v}
 
 

@@ -128,11 +128,3 @@ def stale_states() -> list[RunState]:
         if not pid_alive(state.runner_pid, state.runner_start):
             out.append(state)
     return out
-
-
-def clean_stale() -> list[str]:
-    """Remove the leftovers of every dead run; return a description of what was removed."""
-    removed: list[str] = []
-    for state in stale_states():
-        removed += [f"{state.run_id}: {r}" for r in remove_state(state)]
-    return removed
