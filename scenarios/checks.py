@@ -26,6 +26,10 @@ def check_scenario(sc: Scenario) -> list[Problem]:
             nodes[node.name] = i
         if node.kind != "switch" and node.subnet is not None:
             problems.append((("nodes", i, "subnet"), "only a switch (a LAN) takes a subnet"))
+        if node.kind != "router" and node.nat is not None:
+            problems.append((("nodes", i, "nat"), "only a router (a gateway) can do NAT"))
+        if node.kind != "router" and node.multicast_routing is not None:
+            problems.append((("nodes", i, "multicast_routing"), "only a router runs multicast routing"))
         if node.kind == "switch" and node.processes:
             problems.append((("nodes", i, "processes"), "a switch runs no processes (it is a bridge, not a host)"))
         proc_names: set[str] = set()
@@ -74,6 +78,13 @@ def check_scenario(sc: Scenario) -> list[Problem]:
                                  "put the impairment on a host or router link"))
             if link.addresses:
                 problems.append((("links", i, "addresses"), "a link between two switches carries no addresses"))
+
+    for i, node in enumerate(sc.nodes):
+        if node.nat is not None:
+            lk = next((lk for lk in sc.links if lk.link_name == node.nat.outside), None)
+            if lk is None or node.name not in (lk.a, lk.b):
+                problems.append((("nodes", i, "nat", "outside"),
+                                 f"{node.nat.outside!r} is not a link of {node.name!r}"))
 
     for i, ev in enumerate(sc.timeline):
         loc = ("timeline", i)

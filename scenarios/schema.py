@@ -199,6 +199,33 @@ class Process(Strict):
         return self.name or self.role
 
 
+class PortForward(Strict):
+    """A static port forward on a NAT gateway: outside port -> inside host and port."""
+
+    proto: Literal["udp", "tcp"] = "udp"
+    port: int = Field(ge=1, le=65535, description="port on the gateway's outside address")
+    to: str = Field(description="inside node name or IPv4 address")
+    to_port: int | None = Field(default=None, ge=1, le=65535, description="defaults to port")
+
+
+class NatConfig(Strict):
+    """NAT on a router (a home gateway), in RFC 4787 terms."""
+
+    type: Literal["full-cone", "address-restricted", "port-restricted", "symmetric"]
+    outside: str = Field(description="name of the link on the public side")
+    hairpin: bool = Field(default=False, description="inside hosts reach each other via the outside address")
+    forwards: list[PortForward] = Field(default_factory=list)
+
+
+class MulticastRouting(Strict):
+    """A multicast routing daemon in a router (IGMP towards hosts, routes between interfaces)."""
+
+    daemon: Literal["pimd", "smcroute"] = "pimd"
+    groups: list[ipaddress.IPv4Network] = Field(default_factory=lambda: [ipaddress.IPv4Network("239.0.0.0/8")])
+    rp: str | None = Field(default=None, description="pimd: rendezvous point (router name); default: this router")
+    interfaces: list[str] | None = Field(default=None, description="link names to enable; default: all")
+
+
 class Node(Strict):
     """A host, a router (forwards IP) or a switch (a LAN: a Linux bridge)."""
 
@@ -207,6 +234,8 @@ class Node(Strict):
     processes: list[Process] = Field(default_factory=list)
     subnet: ipaddress.IPv4Network | None = Field(default=None, description="switch only: the LAN's subnet")
     igmp_snooping: bool = Field(default=True, description="switch only")
+    nat: NatConfig | None = Field(default=None, description="router only: NAT towards the 'outside' link")
+    multicast_routing: MulticastRouting | None = Field(default=None, description="router only")
 
 
 class LinkDown(Strict):
