@@ -126,7 +126,7 @@ def run_scenario(path: str | Path, opts: RunOptions,
     state = RunState(run_id=f"{sc.name}-{bundle.name}", bundle=str(bundle))
     state.save()
     net = EmulatedNetwork(plan, make_backend(backend_name, sc.seed), state, bundle,
-                          igmp_snooping={n.name: n.igmp_snooping for n in sc.nodes if n.kind == "switch"})
+                          specs={n.name: n for n in sc.nodes})
     procs: ProcessTable | None = None
     status, error = "failed", None
     previous = signal.signal(signal.SIGTERM, _raise_stop)

@@ -17,6 +17,7 @@ from mininet.link import Link as MnLink
 from mininet.net import Mininet
 from mininet.node import Host, Switch
 
+from scenarios.schema import Node as NodeSpec
 from scenarios.schema import ResolvedDirection
 from topologies import shaping
 from topologies.impair.backends import Backend, DirectionSite, ImpairmentError
@@ -70,12 +71,13 @@ class EmulatedNetwork:
     """A built network: its Mininet nodes, plan, impairment backend, and what was applied where."""
 
     def __init__(self, plan: NetworkPlan, backend: Backend, state: RunState, workdir: Path,
-                 igmp_snooping: dict[str, bool] | None = None):
+                 specs: dict[str, NodeSpec] | None = None):
         self.plan = plan
+        self.specs = specs or {}
         self.backend = backend
         self.state = state
         self.workdir = workdir
-        self.igmp_snooping = igmp_snooping or {}
+        self.services: list[Any] = []  # started daemons (multicast routing), stopped at teardown
         self.net: Mininet | None = None
         self.nodes: dict[str, Any] = {}
         self.sites: dict[tuple[str, str], DirectionSite] = {}  # (link, direction) -> site (impaired only)
@@ -89,7 +91,7 @@ class EmulatedNetwork:
         progress("nodes")
         for name, kind in self.plan.kinds.items():
             if kind == "switch":
-                node = self.net.addSwitch(name, cls=Bridge, igmp_snooping=self.igmp_snooping.get(name, True))
+                node = self.net.addSwitch(name, cls=Bridge, igmp_snooping=self._spec_flag(name))
                 self.state.add_bridge(node.device)
             else:
                 node = self.net.addHost(name, cls=Router if kind == "router" else Host, ip=None)
@@ -112,10 +114,28 @@ class EmulatedNetwork:
         for name, kind in self.plan.kinds.items():
             if kind == "switch":
                 self.nodes[name].start([])
+        progress("gateways and routing daemons")
+        self._node_services()
         progress("shaping")
         self._shape()
         progress("impairments")
         self._impair()
+
+    def _spec_flag(self, name: str) -> bool:
+        spec = self.specs.get(name)
+        return True if spec is None else spec.igmp_snooping
+
+    def _node_services(self) -> None:
+        """NAT in gateways and multicast routing daemons in routers, as the node specs ask."""
+        for name, spec in self.specs.items():
+            if spec.nat is not None:
+                from topologies.nat import apply_nat
+
+                apply_nat(self, name, spec.nat)
+            if spec.multicast_routing is not None:
+                from topologies.multicast import start_multicast_routing
+
+                self.services.append(start_multicast_routing(self, name, spec.multicast_routing))
 
     def _configure_l3(self) -> None:
         per_node: dict[str, list[str]] = {}
@@ -237,6 +257,9 @@ class EmulatedNetwork:
         """Stop the impairment backend and remove every node, link and bridge. Returns backend stats."""
         stats: dict[str, Any] = {}
         try:
+            for service in reversed(self.services):
+                service.stop()
+            self.services.clear()
             stats = self.backend.stop()
         finally:
             if self.net is not None:
