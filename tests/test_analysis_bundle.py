@@ -39,8 +39,8 @@ def make_bundle(root: Path) -> Path:
     """A bundle with a probe flow (sink file damaged), a flow whose sink file is missing, a viewer, a server.
 
     f1 h1 -> h2: 20 packets sent (seq 0..19). The sink file holds, in arrival order, complete lines for
-    0 1 2 3 4 6 8 7 9 10 .. 18 (5 lost, 7 reordered), a garbled line in the middle, and a truncated last
-    line (seq 19, cut off): so 18 unique packets count -> loss 1 - 18/20 = 10 %.
+    0 1 2 3 4 6 8 7 9 10 .. 18 (5 lost, 7 reordered), a garbled line (11), a probe_bad record and a
+    truncated last line (21: seq 19, cut off): so 18 unique packets count -> loss 1 - 18/20 = 10 %.
     f2 h3 -> h4: 5 packets sent; the sink process's file is missing (processes.jsonl lists it).
     """
     b = root / "results" / "demo" / "20240101T000000Z-s1"
@@ -77,7 +77,10 @@ def make_bundle(root: Path) -> Path:
                           sent=T0 + 1 + seq * 0.01, size=200, src="10.0.0.1"))
         if k == 9:
             sink.append("this is {not json\n")  # garbled: line 11
-    text = "".join(sink) + '{"t":%r,"node":"h2","role":"probe_sink","ev' % (T0 + 1.22)  # truncated: line 20
+        if k == 12:
+            sink.append(_line(t=T0 + 1.15, node="h2", role="probe_sink", proc="sink", event="probe_bad",
+                              reason="short datagram", src="10.0.0.9", size=3))
+    text = "".join(sink) + '{"t":%r,"node":"h2","role":"probe_sink","ev' % (T0 + 1.22)  # truncated: line 21
     (ev / "h2.sink.jsonl").write_text(text)
 
     snd2 = [_line(t=T0 + 2, node="h3", role="probe_sender", proc="snd2", event="probe_start", flow="f2",
@@ -179,7 +182,7 @@ def test_loader_reports_damage_and_keeps_the_rest(tmp_path: Path) -> None:
     loaded = load_events(bundle)
     kinds = {(p.file, p.line, p.kind) for p in loaded.problems}
     assert ("events/h2.sink.jsonl", 11, "not_json") in kinds
-    assert ("events/h2.sink.jsonl", 20, "truncated_line") in kinds
+    assert ("events/h2.sink.jsonl", 21, "truncated_line") in kinds
     assert ("events/h4.sink.jsonl", None, "missing_file") in kinds
     assert ("events/h9.idle.jsonl", None, "empty_file") in kinds
     frame = loaded.frame
@@ -188,7 +191,7 @@ def test_loader_reports_damage_and_keeps_the_rest(tmp_path: Path) -> None:
     assert frame["t"].is_monotonic_increasing
     assert {"flow", "seq", "sent", "on_time", "stream", "bytes"} <= set(frame.columns)
     by_file = {f.file: f for f in loaded.files}
-    assert by_file["events/h2.sink.jsonl"].events == 18
+    assert by_file["events/h2.sink.jsonl"].events == 19  # 18 probe_recv + 1 probe_bad
     assert by_file["events/h2.sink.jsonl"].rejected == 2
 
 
@@ -256,10 +259,11 @@ def test_metrics_on_disk(analysed: Path) -> None:
 
     problems = json.loads((mdir / "problems.json").read_text())
     listed = {(p["file"], p["line"], p["kind"]) for p in problems["problems"]}
-    assert ("events/h2.sink.jsonl", 20, "truncated_line") in listed
+    assert ("events/h2.sink.jsonl", 21, "truncated_line") in listed
     assert ("events/h2.sink.jsonl", 11, "not_json") in listed
     assert ("events/h4.sink.jsonl", None, "missing_file") in listed
     assert any(p["kind"] == "flow_incomplete" and "f2" in p["detail"] for p in problems["problems"])
+    assert any(p["kind"] == "probe_bad" and "h2: 1 datagrams" in p["detail"] for p in problems["problems"])
 
 
 def test_report_html(analysed: Path) -> None:
@@ -355,3 +359,12 @@ def test_command_line(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "analysis", str(tmp_path / "nope")], cwd=REPO,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2
+
+
+def test_report_right_after_analyse_draws_the_plots(tmp_path: Path) -> None:
+    # The pattern of `invoke report`: analyse_bundle, then build_report (no explicit make_plots).
+    bundle = make_bundle(tmp_path)
+    analyse_bundle(bundle)
+    page = build_report(bundle).read_text(encoding="utf-8")
+    assert 'src="delay_f1.png"' in page
+    assert (bundle / "metrics" / "delay_f1.png").stat().st_size > 0

@@ -319,3 +319,28 @@ def test_format_flow_line() -> None:
     )
     row.update(duplicates=1, reordered=3, jitter_ms=float("nan"))
     assert format_flow_line(pd.Series(row)).endswith("jitter n/a delay p50 30.2 ms p95 38.9 ms (1 dup, 3 reordered)")
+
+
+def test_streaming_event_names_are_documented() -> None:
+    from pathlib import Path
+
+    from analysis.metrics import SERVER_EVENTS, VIEWER_EVENTS
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "bundle.md").read_text(encoding="utf-8")
+    section = doc[doc.index("## Viewer events (streaming roles)"):]
+    for name in (*VIEWER_EVENTS, *SERVER_EVENTS):
+        assert f"| `{name}` |" in section, name
+
+
+def test_multicast_flow_has_one_row_per_receiver() -> None:
+    rows = [{"t": 0.0, "node": "s", "proc": "tx", "event": "probe_stop", "flow": "m1", "sent": 3}]
+    for node, seqs in (("a", [0, 1, 2]), ("b", [0, 2])):
+        for line, seq in enumerate(seqs, 1):
+            rows.append({"t": 1.0 + seq, "node": node, "proc": "sink", "event": "probe_recv", "flow": "m1",
+                         "seq": seq, "sent": 0.5 + seq, "size": 10, "file": f"events/{node}.sink.jsonl",
+                         "line": line})
+    table = flow_table(pd.DataFrame(rows)).set_index("entity")
+    assert list(table.index) == ["m1:a", "m1:b"]
+    assert table.loc["m1:a", "loss_pct"] == 0.0
+    assert table.loc["m1:b", "loss_pct"] == pytest.approx(100 / 3)
+    assert (table["src"] == "s").all()
