@@ -24,6 +24,7 @@ PROBE_EVENTS = ("probe_start", "probe_send", "probe_stop", "probe_recv")
 
 FLOW_COLUMNS: dict[str, str] = {
     "sent": "packets",
+    "in_flight_at_stop": "packets",
     "received": "packets",
     "duplicates": "packets",
     "reordered": "packets",
@@ -147,6 +148,7 @@ def analyse_flows(events: pd.DataFrame) -> FlowResult:
                 n: recv.loc[in_flow & (recv_nodes == n)] for n in pd.unique(recv_nodes[in_flow])
             }
 
+    stops = _stop_times(events)
     rows: list[dict[str, Any]] = []
     packets: dict[str, pd.DataFrame] = {}
     for flow in sorted(set(sender_by_flow) | set(recv_groups), key=_natural_key):
@@ -175,7 +177,9 @@ def analyse_flows(events: pd.DataFrame) -> FlowResult:
             continue
         for dst, rrows in sorted(receivers.items(), key=lambda kv: _natural_key(kv[0])):
             entity = flow if len(receivers) == 1 else f"{flow}:{dst}"
-            row, pk, bad = _receiver_row(rrows, flow, src, dst, sent, size)
+            sink_proc = _str(rrows["proc"].iloc[0]) if "proc" in rrows.columns and len(rrows) else None
+            row, pk, bad = _receiver_row(rrows, flow, src, dst, sent, size, stops.get((dst, sink_proc)),
+                                         _send_times(srows))
             row["entity"] = entity
             if bad:
                 problems.append(
@@ -194,10 +198,36 @@ def analyse_flows(events: pd.DataFrame) -> FlowResult:
     return FlowResult(table, packets, problems)
 
 
+def _stop_times(events: pd.DataFrame) -> dict[tuple[str, str | None], float]:
+    """(node, proc) -> time the process logged ``process_stop`` (it stopped receiving then)."""
+    if "proc" not in events.columns:
+        return {}
+    stops = events.loc[events["event"].astype(object).to_numpy() == "process_stop"]
+    out: dict[tuple[str, str | None], float] = {}
+    for node, proc, t in zip(_labels(stops["node"]), stops["proc"].astype(object), stops["t"], strict=True):
+        key = (str(node), _str(proc))
+        out[key] = max(float(t), out.get(key, float("-inf")))
+    return out
+
+
+def _send_times(srows: pd.DataFrame | None) -> np.ndarray | None:
+    """Send times (epoch s) of one flow's ``probe_send`` records, or None without them."""
+    if srows is None or "seq" not in srows.columns:
+        return None
+    sends = srows.loc[srows["event"].astype(object).to_numpy() == "probe_send"]
+    return sends["t"].to_numpy(dtype=np.float64) if len(sends) else None
+
+
 def _receiver_row(
-    rrows: pd.DataFrame, flow: str, src: str | None, dst: str, sent: int | None, size: float | None
+    rrows: pd.DataFrame, flow: str, src: str | None, dst: str, sent: int | None, size: float | None,
+    sink_stop: float | None = None, send_t: np.ndarray | None = None,
 ) -> tuple[dict[str, Any], pd.DataFrame, int]:
-    """One flow at one receiver: all metrics of the row, the packet series, and the count of bad records."""
+    """One flow at one receiver: all metrics of the row, the packet series, and the count of bad records.
+
+    Packets still in flight when the sink stopped are not lost by the network: when the sink's stop time
+    and the send times are known, packets sent later than ``stop - (1.5 x the largest one-way delay seen +
+    0.1 s)`` are left out of ``sent`` and of the loss figures (and counted in ``in_flight_at_stop``).
+    """
     # Arrival order is the sink's own write order (file, line), not the time stamps.
     if "file" in rrows.columns and "line" in rrows.columns:
         order = np.lexsort((rrows["line"].to_numpy(), _labels(rrows["file"])))
@@ -230,7 +260,18 @@ def _receiver_row(
         ub = nbytes[first]
         if not np.isnan(ub).all():
             row["bytes_received"] = float(np.nansum(ub))
-    sloss = sender_loss(sent, loss.unique)
+    unique_counted = loss.unique
+    if sink_stop is not None and send_t is not None and sent is not None and len(t):
+        first_delays = (t - s_t)[first]
+        cutoff = sink_stop - (1.5 * float(np.max(first_delays)) + 0.1)
+        counted = int((send_t <= cutoff).sum())
+        if counted < sent:
+            row["in_flight_at_stop"] = sent - counted
+            unique_counted = int((s_t[first] <= cutoff).sum())
+            sent = counted
+            row["sent"] = sent
+            row["received"] = unique_counted
+    sloss = sender_loss(sent, unique_counted)
     if sloss is not None:
         row["loss_pct"] = 100.0 * sloss
     if loss.expected > 0:
@@ -269,7 +310,9 @@ def flow_table(events_df: pd.DataFrame) -> pd.DataFrame:
     (sender-based, :func:`analysis.metrics.sender_loss`), ``lost_rfc3550`` and ``loss_rfc3550_pct``
     (:func:`analysis.metrics.rtp_loss`), ``jitter_ms`` (RFC 3550 over first arrivals in arrival order),
     one-way delay mean/p50/p95/p99/min/max in ms (first arrivals; receive ``t`` minus the ``sent`` time
-    carried in the packet), ``goodput_kbps`` (unique payload bytes over first..last arrival).
+    carried in the packet), ``goodput_kbps`` (unique payload bytes over first..last arrival),
+    ``in_flight_at_stop`` (packets sent too close to the sink's stop to count; ``sent``, ``received`` and
+    ``loss_pct`` then cover only the packets that had time to arrive).
     A metric without data is NaN.
     """
     return analyse_flows(events_df).table
@@ -309,7 +352,8 @@ def format_flow_line(row: pd.Series | dict[str, Any]) -> str:
         f" delay p50 {fixed('delay_p50_ms', 1, ' ms')} p95 {fixed('delay_p95_ms', 1, ' ms')}"
     )
     extras = []
-    for key, label in (("duplicates", "dup"), ("reordered", "reordered")):
+    for key, label in (("duplicates", "dup"), ("reordered", "reordered"),
+                       ("in_flight_at_stop", "in flight at the end, not counted")):
         v = _num(row, key)
         if v:
             extras.append(f"{v:.0f} {label}")

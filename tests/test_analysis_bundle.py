@@ -368,3 +368,34 @@ def test_report_right_after_analyse_draws_the_plots(tmp_path: Path) -> None:
     page = build_report(bundle).read_text(encoding="utf-8")
     assert 'src="delay_f1.png"' in page
     assert (bundle / "metrics" / "delay_f1.png").stat().st_size > 0
+
+
+def test_packets_in_flight_when_the_sink_stops_are_not_counted_as_lost(tmp_path) -> None:
+    """A sink that stops at t=10 s while packets with 50 ms delay are still coming: the last ones are in
+    flight, not lost; loss over the rest is exact (every 10th packet dropped -> 10 %)."""
+    import json
+
+    from analysis.events import load_events
+    from analysis.flows import flow_table
+
+    ev = tmp_path / "events"
+    ev.mkdir()
+    t0 = 1_000_000.0
+    snd, rcv = [], []
+    for seq in range(1000):  # 100 packets/s for 10 s
+        ts = t0 + seq * 0.01
+        snd.append({"t": ts, "node": "a", "role": "probe_sender", "proc": "tx", "event": "probe_send",
+                    "flow": "f", "seq": seq, "size": 100})
+        if seq % 10 != 9 and ts + 0.05 < t0 + 9.9:
+            rcv.append({"t": ts + 0.05, "node": "b", "role": "probe_sink", "proc": "rx", "event": "probe_recv",
+                        "flow": "f", "seq": seq, "sent": ts, "size": 100})
+    snd.append({"t": t0 + 10, "node": "a", "role": "probe_sender", "proc": "tx", "event": "probe_stop",
+                "flow": "f", "sent": 1000})
+    rcv.append({"t": t0 + 9.9, "node": "b", "role": "probe_sink", "proc": "rx", "event": "process_stop"})
+    (ev / "a.tx.jsonl").write_text("".join(json.dumps(r) + "\n" for r in snd))
+    (ev / "b.rx.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rcv))
+    row = flow_table(load_events(tmp_path).frame).iloc[0]
+    # cutoff = 9.9 - (1.5 * 0.05 + 0.1) = 9.725 s -> packets 0..972 count (973 packets)
+    assert row["sent"] == 973
+    assert row["in_flight_at_stop"] == 27
+    assert abs(row["loss_pct"] - 100 * 97 / 973) < 1e-9
