@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import networkx as nx
 
@@ -21,6 +22,7 @@ class Endpoint:
     node: str
     intf: str
     ip: ipaddress.IPv4Interface | None
+    segment: str = ""  # the L2 segment: "lan:<first switch>" or "p2p:<link>"
 
 
 @dataclass
@@ -47,8 +49,15 @@ class NetworkPlan:
     links: list[LinkPlan]
     segments: dict[str, ipaddress.IPv4Network] = field(default_factory=dict)  # switch -> subnet
     routes: dict[str, list[tuple[ipaddress.IPv4Network, ipaddress.IPv4Address, str]]] = field(default_factory=dict)
+    nat_outside: dict[str, str] = field(default_factory=dict)  # NAT gateway -> its outside interface
 
     def primary_ip(self, node: str) -> ipaddress.IPv4Address | None:
+        """The node's first address; a NAT gateway's outside address (its public identity)."""
+        outside = self.nat_outside.get(node)
+        for lp in self.links:
+            for ep in (lp.a, lp.b):
+                if outside is not None and ep.node == node and ep.intf == outside and ep.ip is not None:
+                    return ep.ip.ip
         for lp in self.links:
             for ep in (lp.a, lp.b):
                 if ep.node == node and ep.ip is not None:
@@ -125,6 +134,7 @@ def make_plan(sc: Scenario) -> NetworkPlan:
         for ip in (lk.addresses or {}).values():
             taken.add(ip.ip)
     p2p_pool = sc.addressing.p2p_pool.subnets(new_prefix=30)
+    lan_taken: dict[str, set[ipaddress.IPv4Address]] = {}
 
     links: list[LinkPlan] = []
     for lk in sc.links:
@@ -140,12 +150,12 @@ def make_plan(sc: Scenario) -> NetworkPlan:
                     raise PlanError(f"addressing.p2p_pool {sc.addressing.p2p_pool} is exhausted")
                 h = list(net.hosts())
                 ips = (ipaddress.IPv4Interface(f"{h[0]}/30"), ipaddress.IPv4Interface(f"{h[1]}/30"))
-            eps[lk.a] = Endpoint(lk.a, next_intf(lk.a), ips[0])
-            eps[lk.b] = Endpoint(lk.b, next_intf(lk.b), ips[1])
+            eps[lk.a] = Endpoint(lk.a, next_intf(lk.a), ips[0], f"p2p:{lk.link_name}")
+            eps[lk.b] = Endpoint(lk.b, next_intf(lk.b), ips[1], f"p2p:{lk.link_name}")
         else:
             for node, is_sw, other in ((lk.a, a_sw, lk.b), (lk.b, b_sw, lk.a)):
                 if is_sw:
-                    eps[node] = Endpoint(node, next_intf(node), None)
+                    eps[node] = Endpoint(node, next_intf(node), None, f"lan:{segment_of[node]}")
                     continue
                 seg = segment_of[other]
                 net = segments[seg]
@@ -154,57 +164,75 @@ def make_plan(sc: Scenario) -> NetworkPlan:
                     if ip.network != net:
                         raise PlanError(f"link {lk.link_name}: {ip} is not in the LAN subnet {net} of {other}")
                 else:
-                    addr = next((a for a in lan_free[seg] if a not in taken), None)
+                    addr = next((a for a in lan_free[seg] if a not in taken and a not in lan_taken.get(seg, ())),
+                                None)
                     if addr is None:
                         raise PlanError(f"LAN subnet {net} of {other} has no free address for {node}")
                     ip = ipaddress.IPv4Interface(f"{addr}/{net.prefixlen}")
-                taken.add(ip.ip)
-                eps[node] = Endpoint(node, next_intf(node), ip)
+                lan_taken.setdefault(seg, set()).add(ip.ip)
+                eps[node] = Endpoint(node, next_intf(node), ip, f"lan:{seg}")
         links.append(LinkPlan(lk, eps[lk.a], eps[lk.b], lk.resolved(lk.a), lk.resolved(lk.b)))
 
     plan = NetworkPlan(kinds=kinds, links=links, segments=segments)
+    for node in sc.nodes:
+        if node.nat is not None:
+            lp = next(lp for lp in links if lp.name == node.nat.outside)
+            plan.nat_outside[node.name] = (lp.a if lp.a.node == node.name else lp.b).intf
     plan.routes = compute_routes(plan)
     return plan
 
 
 def compute_routes(plan: NetworkPlan) -> dict[str, list[tuple[ipaddress.IPv4Network, ipaddress.IPv4Address, str]]]:
-    """Static shortest-path routes (by link cost) for every host and router to every subnet.
+    """Static shortest-path routes (by link cost) for every host and router to every subnet it may reach.
 
-    Only routers forward: paths may pass through routers, never through other hosts.
+    Only routers forward: paths pass through routers, never through other hosts. A NAT gateway is split in
+    an inside and an outside half: traffic may go from inside to outside, never the other way, so the
+    subnets behind a NAT (which may repeat from home to home, e.g. 192.168.1.0/24) are not routed from
+    outside, as on the real Internet. Subnets are graph nodes keyed by segment, not by prefix.
     """
     g = nx.DiGraph()
-    attached: dict[str, list[tuple[ipaddress.IPv4Network, Endpoint, float]]] = {}
+    attached: dict[str, list[tuple[str, Endpoint, float]]] = {}
     for lp in plan.links:
         for ep in (lp.a, lp.b):
-            if ep.ip is None:
-                continue
-            attached.setdefault(ep.node, []).append((ep.ip.network, ep, lp.link.cost))
-    for node, nets in attached.items():
-        for net, _ep, cost in nets:
-            sub = ("net", str(net))
-            g.add_edge(sub, node, weight=cost / 2)
-            if plan.kinds[node] == "router":
-                g.add_edge(node, sub, weight=cost / 2)
+            if ep.ip is not None:
+                attached.setdefault(ep.node, []).append((ep.segment, ep, lp.link.cost))
+
+    def half(node: str, ep: Endpoint) -> Any:
+        outside = plan.nat_outside.get(node)
+        if outside is None:
+            return node
+        return (node, "out") if ep.intf == outside else (node, "in")
+
+    prefix: dict[str, ipaddress.IPv4Network] = {}
     addr_on: dict[tuple[str, str], ipaddress.IPv4Address] = {}
-    for node, nets in attached.items():
-        for net, ep, _ in nets:
-            addr_on[(node, str(net))] = ep.ip.ip  # type: ignore[union-attr]
-    all_nets = {str(net) for nets in attached.values() for net, _, _ in nets}
+    for node, segs in attached.items():
+        for seg, ep, cost in segs:
+            prefix[seg] = ep.ip.network  # type: ignore[union-attr]
+            addr_on[(node, seg)] = ep.ip.ip  # type: ignore[union-attr]
+            g.add_edge(("seg", seg), half(node, ep), weight=cost / 2)
+            if plan.kinds[node] == "router":
+                g.add_edge(half(node, ep), ("seg", seg), weight=cost / 2)
+        if node in plan.nat_outside:
+            g.add_edge((node, "in"), (node, "out"), weight=0.0)
+
     routes: dict[str, list[tuple[ipaddress.IPv4Network, ipaddress.IPv4Address, str]]] = {}
-    for node, nets in attached.items():
-        own = {str(net): ep for net, ep, _ in nets}
-        if plan.kinds[node] != "router":
-            for net, _ep, cost in nets:
-                g.add_edge(node, ("net", str(net)), weight=cost / 2)
-        _, paths = nx.single_source_dijkstra(g, node)
-        if plan.kinds[node] != "router":
-            g.remove_edges_from([(node, ("net", str(net))) for net, _, _ in nets])
+    for node, segs in attached.items():
+        own = {seg: ep for seg, ep, _ in segs}
+        source = ("src", node)
+        for seg, _ep, cost in segs:
+            g.add_edge(source, ("seg", seg), weight=cost / 2)
+        _, paths = nx.single_source_dijkstra(g, source)
+        g.remove_node(source)
         out = []
-        for dest in sorted(all_nets - set(own)):
-            path = paths.get(("net", dest))
-            if path is None or len(path) < 4:
+        seen: set[ipaddress.IPv4Network] = {prefix[s] for s in own}
+        reachable = [(len(paths[("seg", s)]), s) for s in prefix if ("seg", s) in paths and s not in own]
+        for _, seg in sorted(reachable, key=lambda x: (x[0], x[1])):
+            path = paths[("seg", seg)]
+            if len(path) < 4 or prefix[seg] in seen:
                 continue
-            first_net, gateway = path[1][1], path[2]
-            out.append((ipaddress.IPv4Network(dest), addr_on[(gateway, first_net)], own[first_net].intf))
-        routes[node] = out
+            first_seg = path[1][1]
+            hop = path[2][0] if isinstance(path[2], tuple) else path[2]
+            seen.add(prefix[seg])
+            out.append((prefix[seg], addr_on[(hop, first_seg)], own[first_seg].intf))
+        routes[node] = sorted(out, key=lambda r: (int(r[0].network_address), r[0].prefixlen))
     return routes
