@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 
-
-def scale_scenario(hosts: int, routers: int = 6, duration: float = 10.0, flows: int = 6, seed: int = 1) -> dict[str, Any]:
+def scale_scenario(hosts: int, routers: int = 6, duration: float = 10.0, flows: int = 6,
+                   seed: int = 1) -> dict[str, Any]:
     """A scenario (as a dict, ready for YAML/JSON) with ``hosts`` hosts and ``routers`` routers."""
     if routers < 1 or hosts < 2:
         raise ValueError("need at least one router and two hosts")

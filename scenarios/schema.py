@@ -281,6 +281,69 @@ class NodeAction(Strict):
 Event = Annotated[LinkDown | LinkUp | LinkSet | ProcessSignal | NodeAction, Field(discriminator="action")]
 
 
+ProfileName = Literal["adsl", "adsl2plus", "vdsl2", "ftth", "3g"]
+
+
+class AccessSpec(Strict):
+    """An access line: a named profile with fields overridden, or (``profile: custom``) all fields given."""
+
+    profile: ProfileName | Literal["custom"]
+    down: Rate | None = None
+    up: Rate | None = None
+    delay: Duration | None = None
+    jitter: Duration | None = None
+    loss: Probability | None = None
+    linklayer: Literal["ethernet", "atm"] | None = None
+    overhead: int | None = Field(default=None, ge=0, le=512)
+    queue_down: int | None = Field(default=None, gt=0, le=100000)
+    queue_up: int | None = Field(default=None, gt=0, le=100000)
+
+
+class Isp(Strict):
+    """An ISP island: a core router and access routers (DSLAM/BRAS), with its own address plan.
+
+    Generated nodes: ``<name>_c`` (core), ``<name>_a1`` .. ``<name>_a<n>`` (access routers).
+    """
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9]{0,5}$", description="at most 6 characters")
+    multicast: bool = Field(default=False, description="routers run a multicast routing daemon")
+    daemon: Literal["pimd", "smcroute"] = "pimd"
+    access_routers: int = Field(default=1, ge=1, le=8)
+    core_rate: Rate | None = Field(default=None, description="rate of core<->access links; unlimited if unset")
+    core_delay: Duration = Field(default=0.001)
+    plan: ipaddress.IPv4Network | None = Field(default=None, description="address plan; default 10.<100+k>.0.0/16")
+
+
+class Backbone(Strict):
+    """The router ``bb`` that joins the ISPs' core routers."""
+
+    delay: Duration = Field(default=0.010, description="one-way delay of each core<->backbone link")
+    rate: Rate | None = None
+    multicast: bool = Field(default=True, description="route multicast between multicast ISPs")
+
+
+class HomeHost(Strict):
+    name: str | None = Field(default=None, pattern=NAME_PATTERN)
+    processes: list[Process] = Field(default_factory=list)
+
+
+class Home(Strict):
+    """A home: gateway (with NAT) + LAN + hosts on an access line to one of its ISP's access routers.
+
+    Generated nodes: ``<name>_gw`` (router), ``<name>_sw`` (LAN), hosts ``<name>_1`` ... unless named.
+    """
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9]{0,6}$", description="at most 7 characters")
+    isp: str
+    access_router: int | None = Field(default=None, ge=1, description="which access router; default round robin")
+    access: ProfileName | AccessSpec = "adsl"
+    nat: Literal["full-cone", "address-restricted", "port-restricted", "symmetric", "none"] = "port-restricted"
+    hairpin: bool = False
+    forwards: list[PortForward] = Field(default_factory=list)
+    hosts: int | list[HomeHost] = Field(default=1, description="a count, or hosts with names/processes")
+    subnet: ipaddress.IPv4Network = ipaddress.IPv4Network("192.168.1.0/24")
+
+
 class Addressing(Strict):
     """Where automatic addresses come from."""
 
@@ -298,9 +361,12 @@ class Scenario(Strict):
     duration: Duration = Field(gt=0, le=86400)
     metadata: dict[str, Any] = Field(default_factory=dict)
     addressing: Addressing = Field(default_factory=Addressing)
-    nodes: list[Node] = Field(min_length=1)
+    nodes: list[Node] = Field(default_factory=list)
     links: list[Link] = Field(default_factory=list)
     timeline: list[Event] = Field(default_factory=list)
+    isps: list[Isp] = Field(default_factory=list, description="ISP islands (building blocks)")
+    backbone: Backbone | None = Field(default=None, description="joins the ISPs; default when there are ISPs")
+    homes: list[Home] = Field(default_factory=list, description="homes behind access lines (building blocks)")
 
     def node(self, name: str) -> Node:
         return next(n for n in self.nodes if n.name == name)

@@ -1,0 +1,157 @@
+"""Building blocks -> plain nodes and links: ISP islands, the backbone, homes behind access lines.
+
+A scenario may describe the Internet with ``isps``, ``backbone`` and ``homes`` instead of listing every router
+and link. ``expand_blocks`` appends the nodes and links they stand for (names below) to the scenario before the
+cross-field checks run, and remembers where each generated element came from, so that an error in one is
+reported at the line of the block that made it.
+
+- ISP ``x`` (k-th in the file): core router ``x_c``, access routers ``x_a1..x_an`` (DSLAM/BRAS), links
+  core<->access; addresses from the ISP's plan (default 10.<100+k>.0.0/16). Multicast ISPs run the chosen
+  daemon in every router (with the backbone router as rendezvous point when the backbone carries multicast).
+- Backbone: router ``bb`` linked to every ISP core with the backbone's delay and rate.
+- Home ``h``: gateway ``h_gw`` (NAT towards its access line ``h_line`` unless ``nat: none``), LAN ``h_sw``
+  (192.168.1.0/24 by default: every home may use the same private subnet), hosts ``h_1``.. (or named);
+  the access line joins the gateway to an access router with the profile's down/up rates, ATM overhead,
+  line delay and buffers.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+from typing import Any
+
+from scenarios.profiles import access_line
+from scenarios.schema import (
+    AccessSpec,
+    Backbone,
+    DirectionParams,
+    Link,
+    MulticastRouting,
+    NatConfig,
+    Node,
+    Scenario,
+)
+
+Problem = tuple[tuple[Any, ...], str]
+
+
+def _pairs(plan: ipaddress.IPv4Network) -> Iterator[tuple[ipaddress.IPv4Interface, ipaddress.IPv4Interface]]:
+    for net in plan.subnets(new_prefix=30):
+        a, b = list(net.hosts())[:2]
+        yield ipaddress.IPv4Interface(f"{a}/30"), ipaddress.IPv4Interface(f"{b}/30")
+
+
+def expand_blocks(sc: Scenario) -> tuple[dict[tuple[str, int], tuple[Any, ...]], list[Problem]]:
+    """Append the blocks' nodes and links to ``sc``; return (origin of each generated element, problems)."""
+    origins: dict[tuple[str, int], tuple[Any, ...]] = {}
+    problems: list[Problem] = []
+    if not sc.isps and not sc.homes:
+        return origins, problems
+
+    def add_node(node: Node, loc: tuple[Any, ...]) -> None:
+        origins[("nodes", len(sc.nodes))] = loc
+        sc.nodes.append(node)
+
+    def add_link(link: Link, loc: tuple[Any, ...]) -> None:
+        origins[("links", len(sc.links))] = loc
+        sc.links.append(link)
+
+    backbone = sc.backbone or Backbone()
+    mcast_isps = [isp for isp in sc.isps if isp.multicast]
+    bb_mcast = backbone.multicast and len(mcast_isps) > 0
+    plans: dict[str, Iterator[tuple[ipaddress.IPv4Interface, ipaddress.IPv4Interface]]] = {}
+    isp_of: dict[str, str] = {}
+    if sc.isps:
+        daemon = mcast_isps[0].daemon if mcast_isps else "pimd"
+        add_node(Node(name="bb", kind="router",
+                      multicast_routing=MulticastRouting(daemon=daemon, rp="bb") if bb_mcast else None),
+                 ("backbone",) if sc.backbone else ("isps",))
+    for k, isp in enumerate(sc.isps):
+        loc = ("isps", k)
+        plan = isp.plan or ipaddress.IPv4Network(f"10.{100 + k}.0.0/16")
+        plans[isp.name] = _pairs(plan)
+        rp = "bb" if bb_mcast else f"{isp.name}_c"
+        mr = MulticastRouting(daemon=isp.daemon, rp=rp) if isp.multicast else None
+        core = f"{isp.name}_c"
+        add_node(Node(name=core, kind="router", multicast_routing=mr), loc)
+        isp_of[core] = isp.name
+        a, b = next(plans[isp.name])
+        add_link(Link(name=f"{isp.name}_bb", a=core, b="bb", delay=backbone.delay, rate=backbone.rate,
+                      addresses={core: a, "bb": b}), loc)
+        for r in range(1, isp.access_routers + 1):
+            name = f"{isp.name}_a{r}"
+            add_node(Node(name=name, kind="router", multicast_routing=mr), loc)
+            isp_of[name] = isp.name
+            a, b = next(plans[isp.name])
+            add_link(Link(name=f"{isp.name}_c{r}", a=core, b=name, delay=isp.core_delay, rate=isp.core_rate,
+                          addresses={core: a, name: b}), loc)
+
+    isps = {isp.name: isp for isp in sc.isps}
+    round_robin: dict[str, int] = {}
+    for j, home in enumerate(sc.homes):
+        loc = ("homes", j)
+        isp = isps.get(home.isp)
+        if isp is None:
+            problems.append(((*loc, "isp"), f"no ISP named {home.isp!r}; ISPs: " + ", ".join(sorted(isps)) or "none"))
+            continue
+        if home.access_router is not None and home.access_router > isp.access_routers:
+            problems.append(((*loc, "access_router"),
+                             f"ISP {isp.name!r} has {isp.access_routers} access router(s), not {home.access_router}"))
+            continue
+        r = home.access_router or round_robin.get(isp.name, 0) % isp.access_routers + 1
+        round_robin[isp.name] = round_robin.get(isp.name, 0) + 1
+        spec = home.access if isinstance(home.access, AccessSpec) else AccessSpec(profile=home.access)
+        if spec.profile == "custom":
+            missing = [f for f in ("down", "up", "delay") if getattr(spec, f) is None]
+            if missing:
+                problems.append(((*loc, "access"), "a custom access line needs " + ", ".join(missing)))
+                continue
+            base = "ftth"
+        else:
+            base = spec.profile
+        line = access_line(base, down=spec.down, up=spec.up, delay=spec.delay, jitter=spec.jitter,
+                           loss=spec.loss, linklayer=spec.linklayer, overhead=spec.overhead,
+                           queue_down=spec.queue_down, queue_up=spec.queue_up)
+        gw, sw, line_name = f"{home.name}_gw", f"{home.name}_sw", f"{home.name}_line"
+        nat = None if home.nat == "none" else NatConfig(type=home.nat, outside=line_name, hairpin=home.hairpin,
+                                                         forwards=home.forwards)
+        mr = MulticastRouting(daemon=isp.daemon, rp="bb" if bb_mcast else f"{isp.name}_c") if isp.multicast else None
+        add_node(Node(name=gw, kind="router", nat=nat, multicast_routing=mr), loc)
+        subnet = home.subnet
+        if home.nat == "none" and "subnet" not in home.model_fields_set:
+            # without NAT the LAN is routed publicly, so it needs a subnet of its own from the ISP's plan
+            isp_plan = isp.plan or ipaddress.IPv4Network(f"10.{100 + sc.isps.index(isp)}.0.0/16")
+            subnet = list(isp_plan.subnets(new_prefix=24))[128 + j % 128]
+        add_node(Node(name=sw, kind="switch", subnet=subnet), loc)
+        add_link(Link(a=gw, b=sw), loc)
+        access = f"{isp.name}_a{r}"
+        a, b = next(plans[isp.name])
+        common: dict[str, Any] = {"delay": line.delay, "jitter": line.jitter or None,
+                                  "loss": line.loss * 100 or None, "linklayer": line.linklayer,
+                                  "overhead": line.overhead}
+        add_link(Link(name=line_name, a=gw, b=access, addresses={gw: a, access: b},
+                      a_to_b=DirectionParams(rate=line.up, queue=line.queue_up, **common),
+                      b_to_a=DirectionParams(rate=line.down, queue=line.queue_down, **common)), (*loc, "access"))
+        hosts = ([None] * home.hosts) if isinstance(home.hosts, int) else list(home.hosts)
+        for i, h in enumerate(hosts, start=1):
+            name = (h.name if h is not None and h.name else f"{home.name}_{i}")
+            add_node(Node(name=name, processes=list(h.processes) if h is not None else []),
+                     (*loc, "hosts", i - 1) if h is not None else loc)
+            add_link(Link(a=name, b=sw), loc)
+
+    # a host (or router of the scenario's own) attached directly to two ISPs is an error
+    attached: dict[str, list[tuple[str, int]]] = {}
+    for i, lk in enumerate(sc.links):
+        if ("links", i) in origins:
+            continue
+        for me, other in ((lk.a, lk.b), (lk.b, lk.a)):
+            if other in isp_of and me not in isp_of:
+                attached.setdefault(me, []).append((isp_of[other], i))
+    for node, where in attached.items():
+        names = sorted({w for w, _ in where})
+        if len(names) > 1:
+            last = where[-1][1]
+            problems.append((("links", last), f"node {node!r} is placed in two ISPs ({', '.join(names)}): "
+                             "attach it to one ISP; the backbone joins them"))
+    return origins, problems
