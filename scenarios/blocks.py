@@ -9,6 +9,10 @@ reported at the line of the block that made it.
   core<->access; addresses from the ISP's plan (default 10.<100+k>.0.0/16). Multicast ISPs run the chosen
   daemon in every router (with the backbone router as rendezvous point when the backbone carries multicast).
 - Backbone: router ``bb`` linked to every ISP core with the backbone's delay and rate.
+- Node uplink: a link ``<node>_up`` from the node to an access router with the profile's parameters.
+- Piconet ``p``: LAN ``p_bt`` and a link ``p_<member>`` from the master and every member, with the profile's
+  per-hop delay and loss; the master becomes a router (it relays). Capacity sharing, port isolation and
+  the range rule are applied at run time by ``topologies.piconet``.
 - Home ``h``: gateway ``h_gw`` (NAT towards its access line ``h_line`` unless ``nat: none``), LAN ``h_sw``
   (192.168.1.0/24 by default: every home may use the same private subnet), hosts ``h_1``.. (or named);
   the access line joins the gateway to an access router with the profile's down/up rates, ATM overhead,
@@ -21,7 +25,9 @@ import ipaddress
 from collections.abc import Iterator
 from typing import Any
 
-from scenarios.profiles import access_line
+from scenarios.piconets import MAX_ACTIVE_SLAVES, PICONET_PROFILES, active_members
+from scenarios.piconets import link_name as piconet_link
+from scenarios.profiles import AccessLine, access_line
 from scenarios.schema import (
     AccessSpec,
     Backbone,
@@ -42,11 +48,36 @@ def _pairs(plan: ipaddress.IPv4Network) -> Iterator[tuple[ipaddress.IPv4Interfac
         yield ipaddress.IPv4Interface(f"{a}/30"), ipaddress.IPv4Interface(f"{b}/30")
 
 
+def _line(spec: str | AccessSpec) -> AccessLine | str:
+    """The access line a spec asks for, or what is wrong with it."""
+    spec = spec if isinstance(spec, AccessSpec) else AccessSpec(profile=spec)  # type: ignore[arg-type]
+    if spec.profile == "custom":
+        missing = [f for f in ("down", "up", "delay") if getattr(spec, f) is None]
+        if missing:
+            return "a custom access line needs " + ", ".join(missing)
+        base = "ftth"
+    else:
+        base = spec.profile
+    return access_line(base, down=spec.down, up=spec.up, delay=spec.delay, jitter=spec.jitter, loss=spec.loss,
+                       linklayer=spec.linklayer, overhead=spec.overhead, queue_down=spec.queue_down,
+                       queue_up=spec.queue_up)
+
+
+def _access_link(name: str, sub: str, access: str, a: ipaddress.IPv4Interface, b: ipaddress.IPv4Interface,
+                 line: AccessLine) -> Link:
+    """The link of an access line: ``sub`` (subscriber side) to ``access`` (the access router)."""
+    common: dict[str, Any] = {"delay": line.delay, "jitter": line.jitter or None, "loss": line.loss * 100 or None,
+                              "linklayer": line.linklayer, "overhead": line.overhead}
+    return Link(name=name, a=sub, b=access, addresses={sub: a, access: b},
+                a_to_b=DirectionParams(rate=line.up, queue=line.queue_up, **common),
+                b_to_a=DirectionParams(rate=line.down, queue=line.queue_down, **common))
+
+
 def expand_blocks(sc: Scenario) -> tuple[dict[tuple[str, int], tuple[Any, ...]], list[Problem]]:
     """Append the blocks' nodes and links to ``sc``; return (origin of each generated element, problems)."""
     origins: dict[tuple[str, int], tuple[Any, ...]] = {}
     problems: list[Problem] = []
-    if not sc.isps and not sc.homes:
+    if not sc.isps and not sc.homes and not sc.piconets and not any(n.uplink for n in sc.nodes):
         return origins, problems
 
     def add_node(node: Node, loc: tuple[Any, ...]) -> None:
@@ -101,18 +132,10 @@ def expand_blocks(sc: Scenario) -> tuple[dict[tuple[str, int], tuple[Any, ...]],
             continue
         r = home.access_router or round_robin.get(isp.name, 0) % isp.access_routers + 1
         round_robin[isp.name] = round_robin.get(isp.name, 0) + 1
-        spec = home.access if isinstance(home.access, AccessSpec) else AccessSpec(profile=home.access)
-        if spec.profile == "custom":
-            missing = [f for f in ("down", "up", "delay") if getattr(spec, f) is None]
-            if missing:
-                problems.append(((*loc, "access"), "a custom access line needs " + ", ".join(missing)))
-                continue
-            base = "ftth"
-        else:
-            base = spec.profile
-        line = access_line(base, down=spec.down, up=spec.up, delay=spec.delay, jitter=spec.jitter,
-                           loss=spec.loss, linklayer=spec.linklayer, overhead=spec.overhead,
-                           queue_down=spec.queue_down, queue_up=spec.queue_up)
+        line = _line(home.access)
+        if isinstance(line, str):
+            problems.append(((*loc, "access"), line))
+            continue
         gw, sw, line_name = f"{home.name}_gw", f"{home.name}_sw", f"{home.name}_line"
         nat = None if home.nat == "none" else NatConfig(type=home.nat, outside=line_name, hairpin=home.hairpin,
                                                          forwards=home.forwards)
@@ -127,18 +150,64 @@ def expand_blocks(sc: Scenario) -> tuple[dict[tuple[str, int], tuple[Any, ...]],
         add_link(Link(a=gw, b=sw), loc)
         access = f"{isp.name}_a{r}"
         a, b = next(plans[isp.name])
-        common: dict[str, Any] = {"delay": line.delay, "jitter": line.jitter or None,
-                                  "loss": line.loss * 100 or None, "linklayer": line.linklayer,
-                                  "overhead": line.overhead}
-        add_link(Link(name=line_name, a=gw, b=access, addresses={gw: a, access: b},
-                      a_to_b=DirectionParams(rate=line.up, queue=line.queue_up, **common),
-                      b_to_a=DirectionParams(rate=line.down, queue=line.queue_down, **common)), (*loc, "access"))
+        add_link(_access_link(line_name, gw, access, a, b, line), (*loc, "access"))
         hosts = ([None] * home.hosts) if isinstance(home.hosts, int) else list(home.hosts)
         for i, h in enumerate(hosts, start=1):
             name = (h.name if h is not None and h.name else f"{home.name}_{i}")
             add_node(Node(name=name, processes=list(h.processes) if h is not None else []),
                      (*loc, "hosts", i - 1) if h is not None else loc)
             add_link(Link(a=name, b=sw), loc)
+
+    for i, node in enumerate(list(sc.nodes)):
+        if node.uplink is None:
+            continue
+        loc = ("nodes", i, "uplink")
+        isp = isps.get(node.uplink.isp)
+        if isp is None:
+            problems.append(((*loc, "isp"), f"no ISP named {node.uplink.isp!r}"))
+            continue
+        r = node.uplink.access_router or round_robin.get(isp.name, 0) % isp.access_routers + 1
+        round_robin[isp.name] = round_robin.get(isp.name, 0) + 1
+        if r > isp.access_routers:
+            problems.append(((*loc, "access_router"), f"ISP {isp.name!r} has {isp.access_routers} access router(s)"))
+            continue
+        line = _line(node.uplink.access)
+        if isinstance(line, str):
+            problems.append(((*loc, "access"), line))
+            continue
+        access = f"{isp.name}_a{r}"
+        a, b = next(plans[isp.name])
+        add_link(_access_link(f"{node.name}_up", node.name, access, a, b, line), loc)
+
+    for k, pn in enumerate(sc.piconets):
+        loc = ("piconets", k)
+        names = {n.name: n for n in sc.nodes}
+        bad = [m for m in [pn.master, *pn.members] if m not in names]
+        if bad:
+            field = "master" if pn.master in bad else "members"
+            problems.append(((*loc, field), f"no node named {bad[0]!r}"))
+            continue
+        if pn.master in pn.members:
+            problems.append(((*loc, "members"), f"the master {pn.master!r} is not also a member"))
+            continue
+        prof = PICONET_PROFILES[pn.profile]
+        master = names[pn.master]
+        if master.kind == "host":
+            master.kind = "router"  # the master relays between slaves and to its uplink
+        pos = {n: names[n].position for n in pn.members}
+        active, refused = active_members(pn.members, master.position, pos, pn.range, [])
+        if refused:
+            problems.append(((*loc, "members"),
+                             f"{len(active) + len(refused)} members in range at start, but a piconet has at most "
+                             f"{MAX_ACTIVE_SLAVES} active slaves ({', '.join(refused)} would be an extra one)"))
+            continue
+        sw = f"{pn.name}_bt"
+        add_node(Node(name=sw, kind="switch", igmp_snooping=True), loc)
+        delay = pn.delay if pn.delay is not None else prof.delay
+        loss = pn.loss if pn.loss is not None else prof.loss
+        for member in [pn.master, *pn.members]:
+            add_link(Link(name=piconet_link(pn.name, member), a=member, b=sw, delay=delay,
+                          loss=loss * 100 if loss else None), loc)
 
     # a host (or router of the scenario's own) attached directly to two ISPs is an error
     attached: dict[str, list[tuple[str, int]]] = {}

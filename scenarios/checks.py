@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from nodes.roles import ROLE_MODULES, role_config_class
-from scenarios.schema import LinkSet, NodeAction, ProcessSignal, Scenario
+from scenarios.schema import LinkSet, Move, NodeAction, ProcessSignal, Scenario
 
 Problem = tuple[tuple[Any, ...], str]
 
@@ -92,7 +92,7 @@ def check_scenario(sc: Scenario) -> list[Problem]:
             problems.append(((*loc, "at"), f"event at {ev.at:g} s is after the end of the run ({sc.duration:g} s)"))
         if hasattr(ev, "link") and ev.link not in link_names:
             problems.append(((*loc, "link"), f"no link named {ev.link!r}; links: " + ", ".join(sorted(link_names))))
-        if isinstance(ev, ProcessSignal | NodeAction) and ev.node not in nodes:
+        if isinstance(ev, ProcessSignal | NodeAction | Move) and ev.node not in nodes:
             problems.append(((*loc, "node"), f"no node named {ev.node!r}"))
         if isinstance(ev, ProcessSignal) and ev.node in nodes:
             procs = {p.proc_name for p in sc.nodes[nodes[ev.node]].processes}

@@ -29,6 +29,7 @@ from scenarios.schema import (
     LinkDown,
     LinkSet,
     LinkUp,
+    Move,
     NodeAction,
     ProcessSignal,
     ResolvedDirection,
@@ -126,7 +127,7 @@ def run_scenario(path: str | Path, opts: RunOptions,
     state = RunState(run_id=f"{sc.name}-{bundle.name}", bundle=str(bundle))
     state.save()
     net = EmulatedNetwork(plan, make_backend(backend_name, sc.seed), state, bundle,
-                          specs={n.name: n for n in sc.nodes})
+                          specs={n.name: n for n in sc.nodes}, piconets=sc.piconets)
     procs: ProcessTable | None = None
     status, error = "failed", None
     previous = signal.signal(signal.SIGTERM, _raise_stop)
@@ -272,6 +273,8 @@ def _fire(item: Any, net: EmulatedNetwork, procs: ProcessTable, sc: Scenario) ->
                 sig = signal.SIGTERM if item.action == "process_stop" else signal.SIGKILL
                 if not procs.signal(item.node, item.process, sig):
                     return "not running"
+        elif isinstance(item, Move):
+            net.move(item.node, item.to)
         elif isinstance(item, NodeAction):
             if item.action == "node_stop":
                 procs.stop_node(item.node)

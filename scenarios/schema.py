@@ -234,6 +234,8 @@ class Node(Strict):
     processes: list[Process] = Field(default_factory=list)
     subnet: ipaddress.IPv4Network | None = Field(default=None, description="switch only: the LAN's subnet")
     igmp_snooping: bool = Field(default=True, description="switch only")
+    position: tuple[float, float] | None = Field(default=None, description="metres, for piconet range")
+    uplink: Uplink | None = Field(default=None, description="an access line of the node's own to an ISP")
     nat: NatConfig | None = Field(default=None, description="router only: NAT towards the 'outside' link")
     multicast_routing: MulticastRouting | None = Field(default=None, description="router only")
 
@@ -270,6 +272,15 @@ class ProcessSignal(Strict):
     process: str
 
 
+class Move(Strict):
+    """Move a node to a new position; piconet memberships follow the range rule."""
+
+    at: Duration
+    action: Literal["move"]
+    node: str
+    to: tuple[float, float]
+
+
 class NodeAction(Strict):
     """Take a whole node off the network (interfaces down, processes killed) or bring it back."""
 
@@ -278,7 +289,7 @@ class NodeAction(Strict):
     node: str
 
 
-Event = Annotated[LinkDown | LinkUp | LinkSet | ProcessSignal | NodeAction, Field(discriminator="action")]
+Event = Annotated[LinkDown | LinkUp | LinkSet | ProcessSignal | NodeAction | Move, Field(discriminator="action")]
 
 
 ProfileName = Literal["adsl", "adsl2plus", "vdsl2", "ftth", "3g"]
@@ -344,6 +355,32 @@ class Home(Strict):
     subnet: ipaddress.IPv4Network = ipaddress.IPv4Network("192.168.1.0/24")
 
 
+class Uplink(Strict):
+    """A node's own access line to an ISP (a phone's 3G, a PC's xDSL without a home gateway)."""
+
+    isp: str
+    access: ProfileName | AccessSpec = "3g"
+    access_router: int | None = Field(default=None, ge=1)
+
+
+class Piconet(Strict):
+    """A Bluetooth-like piconet (or a Wi-Fi ad-hoc cell): a master and up to 7 active slaves sharing one capacity.
+
+    Generated: a LAN ``<name>_bt`` whose slave ports can only talk to the master (the master relays), a
+    capacity shared by all members' traffic in both directions (one HTB tree at the master), per-hop delay
+    and loss on every member's link. Members out of ``range`` of the master are parked (link down).
+    """
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9]{0,6}$", description="at most 7 characters")
+    profile: Literal["bt-classic", "bt-edr", "wifi-adhoc"] = "bt-edr"
+    master: str
+    members: list[str] = Field(default_factory=list, description="nodes that may join (in range, up to 7 at once)")
+    range: float = Field(default=10.0, gt=0, description="metres")
+    capacity: Rate | None = Field(default=None, description="override the profile's shared capacity")
+    delay: Duration | None = Field(default=None, description="override the profile's per-hop delay")
+    loss: Probability | None = Field(default=None, description="override the profile's per-hop loss")
+
+
 class Addressing(Strict):
     """Where automatic addresses come from."""
 
@@ -367,9 +404,14 @@ class Scenario(Strict):
     isps: list[Isp] = Field(default_factory=list, description="ISP islands (building blocks)")
     backbone: Backbone | None = Field(default=None, description="joins the ISPs; default when there are ISPs")
     homes: list[Home] = Field(default_factory=list, description="homes behind access lines (building blocks)")
+    piconets: list[Piconet] = Field(default_factory=list, description="Bluetooth-like ad-hoc segments")
 
     def node(self, name: str) -> Node:
         return next(n for n in self.nodes if n.name == name)
 
     def link(self, name: str) -> Link:
         return next(lk for lk in self.links if lk.link_name == name)
+
+
+Node.model_rebuild()
+Scenario.model_rebuild()

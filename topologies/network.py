@@ -18,11 +18,12 @@ from mininet.net import Mininet
 from mininet.node import Host, Switch
 
 from scenarios.schema import Node as NodeSpec
-from scenarios.schema import ResolvedDirection
+from scenarios.schema import Piconet, ResolvedDirection
 from topologies import shaping
 from topologies.impair.backends import Backend, DirectionSite, ImpairmentError
 from topologies.leftovers import RunState
-from topologies.plan import Endpoint, LinkPlan, NetworkPlan
+from topologies.piconet import PiconetService
+from topologies.plan import Endpoint, LinkPlan, NetworkPlan, compute_routes
 
 
 class BuildError(RuntimeError):
@@ -71,9 +72,13 @@ class EmulatedNetwork:
     """A built network: its Mininet nodes, plan, impairment backend, and what was applied where."""
 
     def __init__(self, plan: NetworkPlan, backend: Backend, state: RunState, workdir: Path,
-                 specs: dict[str, NodeSpec] | None = None):
+                 specs: dict[str, NodeSpec] | None = None, piconets: list[Piconet] | None = None):
         self.plan = plan
         self.specs = specs or {}
+        self.piconet_specs = piconets or []
+        self.piconets: list[PiconetService] = []
+        self.positions = {name: spec.position for name, spec in self.specs.items()}
+        self.routes = dict(plan.routes)
         self.backend = backend
         self.state = state
         self.workdir = workdir
@@ -136,6 +141,11 @@ class EmulatedNetwork:
                 from topologies.multicast import start_multicast_routing
 
                 self.services.append(start_multicast_routing(self, name, spec.multicast_routing))
+        for pn in self.piconet_specs:
+            svc = PiconetService(self, pn, self.positions)
+            self.services.append(svc)
+            self.piconets.append(svc)
+            svc.start()
 
     def _configure_l3(self) -> None:
         per_node: dict[str, list[str]] = {}
@@ -202,16 +212,35 @@ class EmulatedNetwork:
 
     # -- timeline actions ----------------------------------------------------------------------------
     def set_link(self, name: str, up: bool) -> None:
+        """Take a link down or up (both ends), then move routes to the paths that remain."""
         lp = self.plan.link(name)
         state = "up" if up else "down"
         for ep in (lp.a, lp.b):
             self.run(ep.node, f"ip link set {ep.intf} {state}")
-        if up:  # routes through a downed interface are flushed by the kernel: put them back
-            for ep in (lp.a, lp.b):
-                for dest, gw, dev in self.plan.routes.get(ep.node, []):
-                    if dev == ep.intf:
-                        self.run(ep.node, f"ip route replace {dest} via {gw} dev {dev}")
         self.link_up[name] = up
+        self.reroute()
+
+    def reroute(self) -> None:
+        """Recompute shortest-path routes without the links that are down and apply the differences
+        (like a routing protocol that converges at once)."""
+        down = {n for n, is_up in self.link_up.items() if not is_up}
+        new = compute_routes(self.plan, down)
+        for node in sorted(set(new) | set(self.routes)):
+            old_r = {str(d): (str(g), i) for d, g, i in self.routes.get(node, [])}
+            new_r = {str(d): (str(g), i) for d, g, i in new.get(node, [])}
+            cmds = [f"route del {d}" for d in old_r if d not in new_r]
+            cmds += [f"route replace {d} via {g} dev {i}" for d, (g, i) in new_r.items() if old_r.get(d) != (g, i)]
+            if cmds and node in self.nodes:
+                batch = self.workdir / "net" / f"{node}.reroute.ip"
+                batch.write_text("\n".join(cmds) + "\n")
+                self.run(node, f"ip -force -batch {batch} 2>/dev/null")
+        self.routes = new
+
+    def move(self, node: str, to: tuple[float, float]) -> None:
+        """A node moves: piconet memberships follow the range rule."""
+        self.positions[node] = to
+        for svc in self.piconets:
+            svc.move(node, to)
 
     def change_link(self, name: str, direction: str, d: ResolvedDirection) -> None:
         lp = self.plan.link(name)

@@ -182,17 +182,21 @@ def make_plan(sc: Scenario) -> NetworkPlan:
     return plan
 
 
-def compute_routes(plan: NetworkPlan) -> dict[str, list[tuple[ipaddress.IPv4Network, ipaddress.IPv4Address, str]]]:
+def compute_routes(plan: NetworkPlan, down: set[str] | frozenset[str] = frozenset(),
+                   ) -> dict[str, list[tuple[ipaddress.IPv4Network, ipaddress.IPv4Address, str]]]:
     """Static shortest-path routes (by link cost) for every host and router to every subnet it may reach.
 
     Only routers forward: paths pass through routers, never through other hosts. A NAT gateway is split in
     an inside and an outside half: traffic may go from inside to outside, never the other way, so the
     subnets behind a NAT (which may repeat from home to home, e.g. 192.168.1.0/24) are not routed from
     outside, as on the real Internet. Subnets are graph nodes keyed by segment, not by prefix.
+    Links named in ``down`` are left out (the routes the network converges to while they are down).
     """
     g = nx.DiGraph()
     attached: dict[str, list[tuple[str, Endpoint, float]]] = {}
     for lp in plan.links:
+        if lp.name in down:
+            continue
         for ep in (lp.a, lp.b):
             if ep.ip is not None:
                 attached.setdefault(ep.node, []).append((ep.segment, ep, lp.link.cost))

@@ -1,0 +1,74 @@
+"""Bluetooth-like piconet: capacity shared by all members (not per member), the 7-active-slave limit, and
+range: a member moved out of range loses its traffic within one timeline tick, and regains it when back."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from analysis.events import load_events
+from scenarios.loader import ScenarioError, parse_scenario
+from scenarios.run import RunOptions, run_scenario
+from tests.conftest import REPO
+
+SCENARIO = REPO / "tests" / "scenarios" / "piconet.yaml"
+TICK = 0.1  # the runner fires events within ~50 ms; allow a tick plus the 10 ms hop
+
+
+@pytest.fixture(scope="module")
+def piconet_run(tmp_path_factory):
+    out = run_scenario(SCENARIO, RunOptions(results=tmp_path_factory.mktemp("res")))
+    assert out.status == "completed", out.error
+    manifest = json.loads((out.bundle / "manifest.json").read_text())
+    ev = load_events(out.bundle).frame
+    recv = ev[ev["event"] == "probe_recv"].copy()
+    recv["rt"] = recv["t"] - manifest["t0_epoch"]
+    log = [json.loads(x) for x in (out.bundle / "piconet-pn.jsonl").read_text().splitlines()]
+    return recv, log
+
+
+def test_four_members_share_the_capacity(piconet_run) -> None:
+    recv, _ = piconet_run
+    flows = recv[recv["flow"].isin(["to_s1", "to_s2", "to_s3", "to_s4"])]
+    start = flows["rt"].min() + 1.0  # steady state: senders start when their Python is up, then queues fill
+    seconds = 3.0
+    busy = flows[flows["rt"].between(start, start + seconds)]
+    per_member = busy.groupby("flow")["size"].sum() * 8 / seconds
+    wire = per_member.sum() * (1000 + 42) / 1000  # HTB counts Ethernet/IP/UDP headers too
+    print(f"payload goodput per member (kbit/s): {dict((per_member / 1e3).round(1))}; sum on the wire "
+          f"{wire / 1e6:.3f} Mbit/s of 2.1 shared")
+    assert abs(wire - 2.1e6) <= 0.15 * 2.1e6
+    assert (per_member > 0.15 * 2.1e6).all()  # each member gets a share; none is starved
+
+
+def test_eighth_active_member_is_refused_until_a_slot_frees(piconet_run) -> None:
+    recv, log = piconet_run
+    refused = [e for e in log if e["event"] == "refused" and e["member"] == "s8"]
+    assert refused, log
+    s8 = recv[recv["flow"] == "to_s8"]
+    assert s8["rt"].between(6.0, 9.0).sum() == 0  # in range from 8 s, but refused: nothing arrives
+    assert s8["rt"].between(9.0 + TICK, 11.0).sum() > 50  # s5 left at 9 s: s8 took the slot
+
+
+def test_move_out_of_range_cuts_within_a_tick_and_back_restores(piconet_run) -> None:
+    recv, log = piconet_run
+    s5 = recv[recv["flow"] == "to_s5"]
+    assert s5["rt"].between(6.0, 9.0).sum() > 100
+    assert s5["rt"].between(9.0 + TICK, 12.0).sum() == 0
+    assert s5["rt"].between(12.0 + TICK, 15.0).sum() > 100
+    assert any(e["event"] == "leave" and e["member"] == "s5" for e in log)
+
+
+def test_ninth_member_at_start_is_a_validation_error() -> None:
+    text = SCENARIO.read_text().replace("[50, 0]", "[9, 0]")
+    with pytest.raises(ScenarioError) as exc:
+        parse_scenario(text, "piconet.yaml")
+    p = exc.value.problems[0]
+    assert "at most 7 active slaves" in p.message and p.field == "piconets[0].members" and p.line == 7
+
+
+def test_unknown_piconet_profile_is_a_validation_error() -> None:
+    with pytest.raises(ScenarioError) as exc:
+        parse_scenario(SCENARIO.read_text().replace("bt-edr", "bt-5"), "piconet.yaml")
+    assert exc.value.problems[0].field == "piconets[0].profile"
