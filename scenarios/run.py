@@ -39,6 +39,7 @@ from scenarios.schema import (
 from topologies.impair.backends import Backend, NetemBackend, NfqueueBackend, choose_backend
 from topologies.leftovers import RunState, remove_state, stale_states
 from topologies.network import EmulatedNetwork
+from topologies.picture import draw_topology
 from topologies.plan import make_plan
 
 
@@ -116,6 +117,10 @@ def run_scenario(path: str | Path, opts: RunOptions,
     (bundle / "scenario.yaml").write_text(text)
     resolved = sc.model_dump(mode="json") | {"network": plan.to_json()}
     (bundle / "resolved.json").write_text(json.dumps(resolved, indent=1))
+    try:
+        draw_topology(sc, plan, bundle / "topology.png")
+    except Exception as exc:  # noqa: BLE001 - a picture must never stop a run; say why it is missing
+        (bundle / "topology-error.txt").write_text(f"{exc.__class__.__name__}: {exc}\n")
     manifest = Manifest(bundle / "manifest.json", {
         "scenario": sc.name, "scenario_file": str(Path(path).resolve()), "seed": sc.seed,
         "duration_s": sc.duration, "status": "running", "phase": "build",
