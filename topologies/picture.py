@@ -108,6 +108,7 @@ def draw_topology(sc: Scenario, plan: NetworkPlan, path: Path) -> Path:
         nx.draw_networkx_nodes(g, pos, nodelist=nodes, node_shape=shape, node_color=_COLOUR[kind], ax=ax,
                                node_size=420 if kind != "host" else 260, label=kind)
     specs = {node.name: node for node in sc.nodes}
+    in_isp = set().union(*isp_members(sc).values()) if sc.isps else set()
     labels = {}
     for v in g.nodes:
         spec = specs.get(v)
@@ -116,7 +117,7 @@ def draw_topology(sc: Scenario, plan: NetworkPlan, path: Path) -> Path:
             extra.append("piconet master")
         if spec is not None and spec.nat is not None:
             extra.append(f"NAT {spec.nat.type}")
-        if spec is not None and spec.multicast_routing is not None and not any(v in m for m in isp_members(sc).values()):
+        if spec is not None and spec.multicast_routing is not None and v not in in_isp:
             extra.append(f"mcast {spec.multicast_routing.daemon}")
         labels[v] = v + ("\n" + ", ".join(extra) if extra else "")
     for v, (x, y) in pos.items():
