@@ -205,9 +205,18 @@ def expand_blocks(sc: Scenario) -> tuple[dict[tuple[str, int], tuple[Any, ...]],
         add_node(Node(name=sw, kind="switch", igmp_snooping=True), loc)
         delay = pn.delay if pn.delay is not None else prof.delay
         loss = pn.loss if pn.loss is not None else prof.loss
-        for member in [pn.master, *pn.members]:
+        # the per-hop delay and loss sit on the member side only: master <-> member is one hop
+        add_link(Link(name=piconet_link(pn.name, pn.master), a=pn.master, b=sw), loc)
+        for member in pn.members:
             add_link(Link(name=piconet_link(pn.name, member), a=member, b=sw, delay=delay,
                           loss=loss * 100 if loss else None), loc)
+    membership: dict[str, int] = {}
+    for pn in sc.piconets:
+        for member in pn.members:
+            membership[member] = membership.get(member, 0) + 1
+    for node in sc.nodes:
+        if membership.get(node.name, 0) > 1 and node.kind == "host":
+            node.kind = "router"  # a scatternet bridge relays between its piconets
 
     # a host (or router of the scenario's own) attached directly to two ISPs is an error
     attached: dict[str, list[tuple[str, int]]] = {}
