@@ -133,14 +133,21 @@ class Prober:
                                  "size": size}])[0]
 
     def iperf3(self, src: str, dst: str, dst_ip: str, seconds: float, udp_rate: float | None = None,
-               port: int = 47002) -> float | None:
-        """Received bit/s of an iperf3 test from src to dst (TCP, or UDP at ``udp_rate``)."""
+               port: int = 47002, reverse: bool = False, length: int | None = None) -> float | None:
+        """Received bit/s of an iperf3 test from src to dst (TCP, or UDP at ``udp_rate``).
+
+        ``reverse``: the client still runs in ``src`` (so it works from behind a NAT) but data flows dst -> src.
+        """
         server = self.net.popen(dst, ["iperf3", "-s", "-1", "-p", str(port)], label="calibrate:iperf3-server",
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.3)
         argv = ["iperf3", "-c", dst_ip, "-p", str(port), "-t", str(seconds), "-J", "-O", "1"]
         if udp_rate is not None:
-            argv += ["-u", "-b", str(int(udp_rate)), "-l", "1200"]
+            argv += ["-u", "-b", str(int(udp_rate)), "-l", str(length or 1200)]
+        elif length is not None:
+            argv += ["-M", str(length)]
+        if reverse:
+            argv += ["-R"]
         client = self.net.popen(src, argv, label="calibrate:iperf3-client", stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
         try:

@@ -275,7 +275,7 @@ class EmulatedNetwork:
             else:
                 cmds = ["ip addr", "ip route", "tc -s qdisc", "tc -s class show dev lo"]
                 cmds += [f"tc -s class show dev {i.name}" for i in node.intfList() if i.name != "lo"]
-                cmds += ["iptables-save -c", "sysctl net.ipv4.ip_forward"]
+                cmds += ["iptables-save -c", "nft list ruleset", "sysctl net.ipv4.ip_forward"]
             text = []
             for cmd in cmds:
                 text.append(f"$ {cmd}\n{node.cmd(cmd + ' 2>&1')}")
