@@ -24,10 +24,7 @@ HOMES = {"adsl": "adsl", "adsl2p": "adsl2plus", "vdsl": "vdsl2", "ftth": "ftth",
 
 def tcp_ceiling(rate: float, linklayer: str, overhead: int) -> float:
     """Highest TCP goodput (bit/s) a line of this rate and framing can carry with 1500-byte packets."""
-    if linklayer == "atm":
-        wire = math.ceil((1514 + overhead) / 48) * 53
-    else:
-        wire = 1514 + overhead
+    wire = math.ceil((1514 + overhead) / 48) * 53 if linklayer == "atm" else 1514 + overhead
     return rate * 1448 / wire
 
 
