@@ -1,0 +1,40 @@
+"""The library's building-block scenarios validate, run (shortened), tear down cleanly and draw their picture."""
+
+from __future__ import annotations
+
+import pytest
+
+from analysis.events import load_events
+from analysis.flows import flow_table
+from scenarios.run import RunOptions, run_scenario
+from tests.conftest import REPO
+
+LIBRARY = REPO / "scenarios" / "library"
+
+# scenario -> (text replacements that shorten it, flows that must arrive almost intact)
+CASES = {
+    "neighbourhood": ({"duration: 20": "duration: 8"}, ["anna_up", "bob_up", "carla_up", "dave_up", "erin_down"]),
+    "party": ({"duration: 25": "duration: 10", "at: 15": "at: 7"}, ["p3_up", "srv_l8", "l2_l9"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_library_scenario_runs_and_draws(no_leftovers, results_dir, tmp_path, name) -> None:
+    text = (LIBRARY / f"{name}.yaml").read_text()
+    replacements, intact = CASES[name]
+    for old, new in replacements.items():
+        assert old in text
+        text = text.replace(old, new)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text)
+    out = run_scenario(path, RunOptions(results=results_dir))
+    assert out.status == "completed", out.error
+    assert not out.crashes
+    picture = out.bundle / "topology.png"
+    assert picture.exists() and picture.stat().st_size > 10_000
+    flows = flow_table(load_events(out.bundle).frame).set_index("flow")
+    for flow in intact:
+        print(f"{name} {flow}: sent {flows.loc[flow, 'sent']:.0f} loss {flows.loc[flow, 'loss_pct']:.2f}% "
+              f"delay p50 {flows.loc[flow, 'delay_p50_ms']:.1f} ms")
+        assert flows.loc[flow, "sent"] > 50
+        assert flows.loc[flow, "loss_pct"] < 2.0
