@@ -225,8 +225,8 @@ def _receiver_row(
     """One flow at one receiver: all metrics of the row, the packet series, and the count of bad records.
 
     Packets still in flight when the sink stopped are not lost by the network: when the sink's stop time
-    and the send times are known, packets sent later than ``stop - (1.5 x the largest one-way delay seen +
-    0.1 s)`` are left out of ``sent`` and of the loss figures (and counted in ``in_flight_at_stop``).
+    and the send times are known, packets sent later than ``stop - (1.5 x the largest one-way delay seen in
+    the last 2 s + 0.1 s)`` are left out of ``sent`` and of the loss figures (and counted in ``in_flight_at_stop``).
     """
     # Arrival order is the sink's own write order (file, line), not the time stamps.
     if "file" in rrows.columns and "line" in rrows.columns:
@@ -263,7 +263,9 @@ def _receiver_row(
     unique_counted = loss.unique
     if sink_stop is not None and send_t is not None and sent is not None and len(t):
         first_delays = (t - s_t)[first]
-        cutoff = sink_stop - (1.5 * float(np.max(first_delays)) + 0.1)
+        recent = t[first] >= sink_stop - 2.0  # the delay packets had near the end, not earlier queueing
+        worst = float(np.max(first_delays[recent])) if recent.any() else float(np.max(first_delays))
+        cutoff = sink_stop - (1.5 * worst + 0.1)
         counted = int((send_t <= cutoff).sum())
         if counted < sent:
             row["in_flight_at_stop"] = sent - counted

@@ -33,10 +33,12 @@ from scenarios.schema import (
     Backbone,
     DirectionParams,
     Link,
+    LinkSet,
     MulticastRouting,
     NatConfig,
     Node,
     Scenario,
+    SetAccess,
 )
 
 Problem = tuple[tuple[Any, ...], str]
@@ -217,6 +219,28 @@ def expand_blocks(sc: Scenario) -> tuple[dict[tuple[str, int], tuple[Any, ...]],
     for node in sc.nodes:
         if membership.get(node.name, 0) > 1 and node.kind == "host":
             node.kind = "router"  # a scatternet bridge relays between its piconets
+
+    # set_access events become link_set events on the access line's link
+    homes = {h.name for h in sc.homes}
+    uplinks = {n.name for n in sc.nodes if n.uplink is not None}
+    for i, ev in enumerate(sc.timeline):
+        if not isinstance(ev, SetAccess):
+            continue
+        loc = ("timeline", i)
+        if ev.line in homes:
+            link = f"{ev.line}_line"
+        elif ev.line in uplinks:
+            link = f"{ev.line}_up"
+        else:
+            problems.append(((*loc, "line"), f"{ev.line!r} is neither a home nor a node with an uplink"))
+            continue
+        line = _line(ev.access)
+        if isinstance(line, str):
+            problems.append(((*loc, "access"), line))
+            continue
+        new = _access_link(link, "x", "y", ipaddress.IPv4Interface("0.0.0.1/30"),
+                           ipaddress.IPv4Interface("0.0.0.2/30"), line)
+        sc.timeline[i] = LinkSet(at=ev.at, action="link_set", link=link, a_to_b=new.a_to_b, b_to_a=new.b_to_a)
 
     # a host (or router of the scenario's own) attached directly to two ISPs is an error
     attached: dict[str, list[tuple[str, int]]] = {}

@@ -281,6 +281,17 @@ class Move(Strict):
     to: tuple[float, float]
 
 
+class SetAccess(Strict):
+    """Change an access line to another profile mid-run (a line retrained, a phone from 3G to Wi-Fi ...).
+
+    ``line`` is a home (its ``<home>_line``) or a node with an uplink (its ``<node>_up``)."""
+
+    at: Duration
+    action: Literal["set_access"]
+    line: str
+    access: ProfileName | AccessSpec
+
+
 class NodeAction(Strict):
     """Take a whole node off the network (interfaces down, processes killed) or bring it back."""
 
@@ -289,7 +300,8 @@ class NodeAction(Strict):
     node: str
 
 
-Event = Annotated[LinkDown | LinkUp | LinkSet | ProcessSignal | NodeAction | Move, Field(discriminator="action")]
+Event = Annotated[LinkDown | LinkUp | LinkSet | ProcessSignal | NodeAction | Move | SetAccess,
+                  Field(discriminator="action")]
 
 
 ProfileName = Literal["adsl", "adsl2plus", "vdsl2", "ftth", "3g"]

@@ -69,3 +69,27 @@ def test_atm_cell_tax_lowers_small_packet_goodput(measured) -> None:
           f"ratio {atm / plain:.3f} (cells predict {expected:.3f})")
     assert atm < 0.8 * plain
     assert abs(atm / plain - expected) < 0.08
+
+
+def test_set_access_changes_the_profile_mid_run(no_leftovers, tmp_path) -> None:
+    """ADSL (1 Mbit/s up, ATM) -> VDSL2 (10 Mbit/s up) at 4 s: a 3 Mbit/s upstream flow is squeezed to the
+    ADSL ceiling before and passes whole after."""
+    import json
+
+    from analysis.events import load_events
+
+    out = run_scenario(REPO / "tests" / "scenarios" / "set_access.yaml", RunOptions(results=tmp_path))
+    assert out.status == "completed", out.error
+    t0 = json.loads((out.bundle / "manifest.json").read_text())["t0_epoch"]
+    ev = load_events(out.bundle).frame
+    recv = ev[ev["event"] == "probe_recv"]
+    rt = recv["t"] - t0
+
+    def mbps(a: float, b: float) -> float:
+        return float(recv.loc[rt.between(a, b), "size"].sum() * 8 / (b - a) / 1e6)
+
+    before, after = mbps(2.0, 3.9), mbps(5.0, 7.5)
+    adsl_ceiling = 1e6 * 1000 / (math.ceil((1042 + 32) / 48) * 53) / 1e6  # 1000-byte payloads in ATM cells
+    print(f"upstream payload: ADSL {before:.2f} Mbit/s (ceiling {adsl_ceiling:.2f}), VDSL2 {after:.2f} Mbit/s")
+    assert abs(before - adsl_ceiling) < 0.1 * adsl_ceiling
+    assert after > 2.7

@@ -96,3 +96,48 @@ nodes:
 """, "x.yaml")
     p = exc.value.problems[0]
     assert p.line == 8 and "args.sizee" in p.field
+
+
+BLOCKS = """name: b
+duration: 10
+isps:
+  - {name: ispa}
+  - {name: ispb}
+homes:
+  - {name: h1, isp: ispa, access: adsl, nat: port-restricted}
+nodes:
+  - {name: srv}
+  - {name: m}
+  - {name: s1}
+piconets:
+  - {name: pn, master: m, members: [s1]}
+links:
+  - {a: srv, b: ispa_c}
+"""
+
+
+@pytest.mark.parametrize("old,new,line,field,words", [
+    ("nat: port-restricted", "nat: cone", 7, "homes[0].nat", "Input should be"),
+    ("access: adsl,", "access: adsl3,", 7, "homes[0].access", "Input should be"),
+    ("master: m,", "master: m, profile: bt-9,", 13, "piconets[0].profile", "Input should be"),
+    ("master: m,", "master: m, slots: 9,", 13, "piconets[0].slots", "unknown field"),
+    ("isp: ispa, access", "isp: ispc, access", 7, "homes[0].isp", "no ISP named 'ispc'"),
+    ("  - {a: srv, b: ispa_c}", "  - {a: srv, b: ispa_c}\n  - {a: srv, b: ispb_a1}", 16, "links[1]",
+     "placed in two ISPs"),
+])
+def test_building_block_errors(old: str, new: str, line: int, field: str, words: str) -> None:
+    assert old in BLOCKS
+    with pytest.raises(ScenarioError) as exc:
+        parse_scenario(BLOCKS.replace(old, new), "blocks.yaml")
+    p = exc.value.problems[0]
+    assert (p.line, p.field) == (line, field), str(exc.value)
+    assert words in p.message, str(exc.value)
+
+
+def test_building_blocks_expand() -> None:
+    sc = parse_scenario(BLOCKS, "blocks.yaml")
+    names = {n.name for n in sc.nodes}
+    assert {"bb", "ispa_c", "ispa_a1", "ispb_c", "h1_gw", "h1_sw", "h1_1", "pn_bt"} <= names
+    line = sc.link("h1_line").resolved("h1_gw")
+    assert line.rate == 1e6 and line.linklayer == "atm"
+    assert sc.node("h1_gw").nat is not None and sc.node("h1_gw").nat.type == "port-restricted"

@@ -246,11 +246,17 @@ class EmulatedNetwork:
         lp = self.plan.link(name)
         old = lp.a_to_b if direction == "a_to_b" else lp.b_to_a
         src: Endpoint = lp.a if direction == "a_to_b" else lp.b
-        if d.rate != old.rate:
+        if (d.rate, d.queue, d.linklayer, d.overhead) != (old.rate, old.queue, old.linklayer, old.overhead):
             if old.rate is None or d.rate is None:
                 raise ImpairmentError(f"link {name}: a rate limit can be changed mid-run, not added or removed "
                                       "(give the link a rate at start)")
-            for cmd in shaping.htb_change_commands(src.intf, d):
+            if (d.linklayer, d.overhead) != (old.linklayer, old.overhead):
+                # HTB cannot change its size table in place: rebuild the tree (the queue is lost, as in a retrain)
+                self.run(src.node, f"tc qdisc del dev {src.intf} root")
+                cmds = shaping.htb_commands(src.intf, d, self.backend.netem_leaf(d))
+            else:
+                cmds = shaping.htb_change_commands(src.intf, d)
+            for cmd in cmds:
                 _checked(self.run(src.node, f"tc {cmd}"), f"changing rate of {name}")
         if d.impaired or old.impaired:
             site = self.sites.get((name, direction))
