@@ -9,6 +9,7 @@ Switches are Linux bridges in the root namespace. Everything created is recorded
 from __future__ import annotations
 
 import subprocess
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ class Bridge(Switch):
     """A Linux bridge (no controller, no OVS); the device is named ``sbr-<switch>``."""
 
     def __init__(self, name: str, igmp_snooping: bool = True, **params: Any):
-        super().__init__(name, dpid="%016x" % (abs(hash(name)) % (1 << 48)), **params)
+        super().__init__(name, dpid=f"{zlib.crc32(name.encode()):016x}", **params)
         self.device = f"sbr-{name}"
         self.igmp_snooping = igmp_snooping
 
