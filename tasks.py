@@ -1,4 +1,5 @@
-"""streambed's entry points (invoke): run, validate, list, calibrate, clean, test, bench, schema, report.
+"""streambed's entry points (invoke): run, validate, list, calibrate, clean, test, bench, schema, report, sweep,
+compare, rerun.
 
 Every task that touches the network needs root. Exit status: 0 success, 1 a run failed or a node process
 crashed, 2 a bad scenario (nothing was built), 130 interrupted.
@@ -12,8 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from invoke import Exit, task
+from invoke import Context, Exit, task
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 REPO = Path(__file__).resolve().parent
@@ -40,7 +42,7 @@ def _need_root() -> None:
 
 def _print_problems(err: Exception) -> None:
     for p in getattr(err, "problems", []):
-        console.print(f"[red]error[/] {p}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error[/] {escape(str(p))}", highlight=False, soft_wrap=True)
 
 
 @task(help={"scenario": "a scenario file or a library name, e.g. default", "impairment": "auto | netem | nfqueue",
@@ -229,3 +231,149 @@ def report(c, bundle):
 
     analyse_bundle(Path(bundle))
     console.print(f"report: {build_report(Path(bundle))}")
+
+
+@task(iterable=["set_"],
+      help={"scenario": "a scenario file or a library name, e.g. default",
+            "set_": "path.to.field=v1,v2 (repeatable): a grid dimension, e.g. links.backbone.loss=1%,8%",
+            "seeds": "runs per variant, seeds seed-base .. seed-base+N-1", "seed_base": "first seed (default 1)",
+            "impairment": "auto | netem | nfqueue", "dry_run": "validate and list the grid, run nothing",
+            "compare": "compare the runs when the sweep ends (comparison.csv, plots)"})
+def sweep(c: Context, scenario: str, seeds: int = 1, set_: list[str] | None = None, seed_base: int | None = None,
+          impairment: str = "auto", dry_run: bool = False, compare: bool = True) -> None:
+    """Run a scenario over a grid of --set values x seeds, one run after another, into one sweep folder."""
+    import shlex
+
+    from rich.markup import escape
+
+    from scenarios.loader import ScenarioError
+    from scenarios.run import RunOptions
+    from scenarios.sweep import SweepError, plan_sweep, run_sweep, show_value
+    from topologies.impair.backends import ImpairmentError, choose_backend
+    from topologies.plan import PlanError
+
+    path = _scenario_path(scenario)
+    try:
+        plan = plan_sweep(path, set_ or [], seeds=int(seeds), seed_base=None if seed_base is None else int(seed_base),
+                          impairment=impairment)
+        if not dry_run:
+            _need_root()
+            choose_backend(impairment)
+    except ScenarioError as err:
+        _print_problems(err)
+        raise Exit(code=2) from None
+    except SweepError as err:
+        for p in err.problems:
+            console.print(f"[red]error[/] {escape(p)}", highlight=False, soft_wrap=True)
+        raise Exit(code=2) from None
+    except (ImpairmentError, PlanError) as err:
+        console.print(f"[red]error[/] {err}")
+        raise Exit(code=2) from None
+    runs = len(plan.order())
+    if dry_run:
+        table = Table("variant", *[s.key for s in plan.specs], title=f"sweep of {plan.name}: {len(plan.variants)} "
+                      f"variant(s) x seeds {plan.seeds[0]}..{plan.seeds[-1]} = {runs} run(s), about "
+                      f"{plan.estimate_s() / 60:.1f} min")
+        for v in plan.variants:
+            table.add_row(v.id, *[show_value(x) for x in v.parameters.values()])
+        console.print(table)
+        return
+    result = run_sweep(plan, RunOptions().results, console=Console(stderr=True),
+                       command=shlex.join(["invoke", *sys.argv[1:]]))
+    colour = "green" if result.status == "completed" and not result.failed else "red"
+    console.print(f"[{colour}]sweep {result.status}[/]: {result.completed} completed, {result.failed} failed, "
+                  f"{len(result.runs) - result.completed - result.failed} not run or interrupted; {result.folder}")
+    if compare and result.completed and result.status != "interrupted":
+        _compare_and_print([result.folder], out=None, all_metrics=False, include_failed=False)
+    elif result.completed:
+        console.print(f"compare what ran: invoke compare {result.folder}", highlight=False, soft_wrap=True)
+    if result.status == "interrupted":
+        raise Exit(code=130)
+    if result.failed:
+        raise Exit(code=1)
+
+
+def _compare_and_print(paths: list[str] | list[Path], out: str | None, all_metrics: bool, include_failed: bool) -> None:
+    from rich.markup import escape
+
+    from analysis.compare import compare as compare_runs
+    from analysis.compare import print_comparison
+
+    try:
+        table = compare_runs(paths, out, include_failed=include_failed)
+    except (FileNotFoundError, ValueError) as err:
+        console.print("[red]error[/] " + escape(str(err)), highlight=False, soft_wrap=True)
+        raise Exit(code=2) from None
+    print_comparison(table, console, all_metrics=all_metrics)
+
+
+@task(help={"paths": "a sweep folder or run bundle; several: comma-separated, or more after --",
+            "out": "folder for comparison.csv and plots (default: the sweep folder, else comparison-<stamp>)",
+            "all_": "print every metric (comparison.csv always has them all)",
+            "include_failed": "also use runs that failed or crashed (when they have metrics)"})
+def compare(c: Context, paths: str, out: str | None = None, all_: bool = False, include_failed: bool = False) -> None:
+    """Mean ± 95% CI per metric and parameter value over bundles and sweeps; comparison.csv and plots."""
+    import shlex
+
+    items = [p for p in paths.split(",") if p] + shlex.split(c.remainder or "")
+    _compare_and_print(items, out, all_, include_failed)
+
+
+@task(help={"bundle": "a run bundle folder", "impairment": "override the impairment backend the bundle asked for",
+            "report": "analyse the new bundle and write the report"})
+def rerun(c: Context, bundle: str, impairment: str | None = None, report: bool = True) -> None:
+    """Run a bundle's scenario again with its seed (and impairment choice) into a new bundle; print both."""
+    from analysis.events import load_events
+    from analysis.flows import flow_table, format_flow_line
+    from scenarios.bundle import Manifest
+    from scenarios.loader import ScenarioError
+    from scenarios.run import RunOptions, run_scenario
+    from topologies.impair.backends import ImpairmentError
+    from topologies.plan import PlanError
+
+    old = Path(bundle)
+    try:
+        manifest = json.loads((old / "manifest.json").read_text())
+    except (OSError, ValueError) as err:
+        console.print(f"[red]not a run bundle[/] {old}: {err}")
+        raise Exit(code=2) from None
+    scenario_file = old / "scenario.yaml"
+    if not scenario_file.is_file():
+        console.print(f"[red]not a run bundle[/] {old}: no scenario.yaml")
+        raise Exit(code=2)
+    seed = manifest.get("seed")
+    impairment = impairment or manifest.get("impairment_requested") or "auto"
+    _need_root()
+    try:
+        opts = RunOptions(impairment=impairment, seed=None if seed is None else int(seed))
+        outcome = run_scenario(scenario_file, opts)
+    except ScenarioError as err:
+        _print_problems(err)
+        raise Exit(code=2) from None
+    except (ImpairmentError, PlanError) as err:
+        console.print(f"[red]error[/] {err}")
+        raise Exit(code=2) from None
+    new_manifest = json.loads((outcome.bundle / "manifest.json").read_text())
+    Manifest(outcome.bundle / "manifest.json", new_manifest).update(rerun_of=str(old.resolve()))
+    console.print(f"[bold]original[/] {old} (seed {seed}, {manifest.get('status')}, "
+                  f"backend {manifest.get('impairment_backend')})", highlight=False, soft_wrap=True)
+    try:
+        flows = flow_table(load_events(old).frame)
+        for _, row in flows.iterrows():
+            console.print("  " + format_flow_line(row), highlight=False, soft_wrap=True)
+    except Exception as exc:  # noqa: BLE001 - the original's figures are only shown for comparison
+        console.print(f"  [yellow]flows not read: {exc}[/]")
+    console.print(f"[bold]rerun[/] {outcome.bundle} (seed {seed}, {outcome.status}, "
+                  f"backend {new_manifest.get('impairment_backend')})", highlight=False, soft_wrap=True)
+    _summarise(outcome.bundle, report)
+    colour = "green" if outcome.status == "completed" and not outcome.crashes else "red"
+    console.print(f"[{colour}]{outcome.status}[/] original: {old}  rerun: {outcome.bundle}", highlight=False,
+                  soft_wrap=True)
+    if outcome.error:
+        console.print(f"[red]{outcome.error}[/] (details: {outcome.bundle / 'error.txt'})")
+    for crash in outcome.crashes:
+        console.print(f"[red]crashed:[/] {crash['node']}.{crash['proc']} exit code {crash['exit_code']}")
+    if outcome.status == "interrupted":
+        raise Exit(code=130)
+    if outcome.status != "completed" or outcome.crashes:
+        raise Exit(code=1)
