@@ -65,10 +65,15 @@ def run(c, scenario, impairment="auto", seed=None, report=True):
         console.print(f"[red]error[/] {err}")
         raise Exit(code=2) from None
     _summarise(outcome.bundle, report)
+    _finish(outcome, f"bundle: {outcome.bundle}")
+
+
+def _finish(outcome, where: str) -> None:  # noqa: ANN001 - a scenarios.run.RunOutcome
+    """Print how a run ended (status, error, crashed processes) and exit with the matching status."""
     colour = "green" if outcome.status == "completed" and not outcome.crashes else "red"
-    console.print(f"[{colour}]{outcome.status}[/] bundle: {outcome.bundle}")
+    console.print(f"[{colour}]{outcome.status}[/] {where}", highlight=False, soft_wrap=True)
     if outcome.error:
-        console.print(f"[red]{outcome.error}[/] (details: {outcome.bundle / 'error.txt'})")
+        console.print(f"[red]{escape(outcome.error)}[/] (details: {outcome.bundle / 'error.txt'})")
     for crash in outcome.crashes:
         console.print(f"[red]crashed:[/] {crash['node']}.{crash['proc']} exit code {crash['exit_code']}")
     if outcome.status == "interrupted":
@@ -366,14 +371,4 @@ def rerun(c: Context, bundle: str, impairment: str | None = None, report: bool =
     console.print(f"[bold]rerun[/] {outcome.bundle} (seed {seed}, {outcome.status}, "
                   f"backend {new_manifest.get('impairment_backend')})", highlight=False, soft_wrap=True)
     _summarise(outcome.bundle, report)
-    colour = "green" if outcome.status == "completed" and not outcome.crashes else "red"
-    console.print(f"[{colour}]{outcome.status}[/] original: {old}  rerun: {outcome.bundle}", highlight=False,
-                  soft_wrap=True)
-    if outcome.error:
-        console.print(f"[red]{outcome.error}[/] (details: {outcome.bundle / 'error.txt'})")
-    for crash in outcome.crashes:
-        console.print(f"[red]crashed:[/] {crash['node']}.{crash['proc']} exit code {crash['exit_code']}")
-    if outcome.status == "interrupted":
-        raise Exit(code=130)
-    if outcome.status != "completed" or outcome.crashes:
-        raise Exit(code=1)
+    _finish(outcome, f"original: {old}  rerun: {outcome.bundle}")

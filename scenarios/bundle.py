@@ -55,19 +55,23 @@ def git_state() -> dict[str, Any]:
     return {"commit": commit, "dirty": bool(dirty)}
 
 
-def new_bundle_dir(results: Path, scenario: str, seed: int) -> Path:
-    """A fresh folder ``results/<scenario>/<UTC timestamp>-s<seed>/`` (suffixed if one exists already)."""
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")[:-4] + "Z"
-    base = results / scenario
+def new_unique_dir(base: Path, name: str) -> Path:
+    """A fresh folder ``base/name`` (``name-1``, ``name-2``, ... if it exists already); never reuses one."""
     base.mkdir(parents=True, exist_ok=True)
     for n in range(1000):
-        path = base / (f"{stamp}-s{seed}" + (f"-{n}" if n else ""))
+        path = base / (name + (f"-{n}" if n else ""))
         try:
             path.mkdir()
         except FileExistsError:
             continue
         return path
-    raise RuntimeError("cannot create a bundle folder")
+    raise RuntimeError(f"cannot create a new folder for {name} in {base}")
+
+
+def new_bundle_dir(results: Path, scenario: str, seed: int) -> Path:
+    """A fresh folder ``results/<scenario>/<UTC timestamp>-s<seed>/``."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")[:-4] + "Z"
+    return new_unique_dir(Path(results) / scenario, f"{stamp}-s{seed}")
 
 
 class Manifest:

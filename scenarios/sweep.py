@@ -49,7 +49,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import YAMLError
 
-from scenarios.bundle import Manifest, utc_now
+from scenarios.bundle import Manifest, new_unique_dir, utc_now
 from scenarios.loader import ScenarioError, load_scenario, parse_scenario
 
 SWEEP_JSON = "sweep.json"
@@ -425,16 +425,7 @@ def _raise_interrupted(_sig: int, _frame: Any) -> None:
 def new_sweep_dir(results: Path, scenario: str) -> Path:
     """A fresh folder ``results/<scenario>/sweep-<UTC timestamp>/`` (suffixed if one exists already)."""
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    base = Path(results) / scenario
-    base.mkdir(parents=True, exist_ok=True)
-    for n in range(1000):
-        path = base / (f"sweep-{stamp}" + (f"-{n}" if n else ""))
-        try:
-            path.mkdir()
-        except FileExistsError:
-            continue
-        return path
-    raise RuntimeError("cannot create a sweep folder")
+    return new_unique_dir(Path(results) / scenario, f"sweep-{stamp}")
 
 
 class SweepRecord:
