@@ -188,6 +188,10 @@ def analyse_flows(events: pd.DataFrame) -> FlowResult:
                 )
             rows.append(row)
             packets[entity] = pk
+        for dst in _silent_members(events, srows, set(receivers)):
+            # a multicast subscriber that joined the flow's group and got nothing: say so, do not leave it out
+            rows.append({"entity": f"{flow}:{dst}", "flow": flow, "src": src, "dst": dst, "sent": sent,
+                         "received": 0, "bytes_received": 0, "loss_pct": 100.0 if sent else np.nan})
     table = pd.DataFrame(rows)
     for col in (*LABEL_COLUMNS, *FLOW_COLUMNS):
         if col not in table.columns:
@@ -196,6 +200,19 @@ def analyse_flows(events: pd.DataFrame) -> FlowResult:
     for col in FLOW_COLUMNS:
         table[col] = pd.to_numeric(table[col], errors="coerce").astype("float64")
     return FlowResult(table, packets, problems)
+
+
+def _silent_members(events: pd.DataFrame, srows: pd.DataFrame | None, heard: set[str]) -> list[str]:
+    """Nodes whose sinks joined a multicast flow's group (``group_join``) but logged no packet of it."""
+    if srows is None or "dst" not in srows.columns or "group" not in events.columns:
+        return []
+    starts = srows.loc[srows["event"].astype(object).to_numpy() == "probe_start", "dst"].dropna()
+    groups = {str(g) for g in starts if str(g).split(".")[0].isdigit() and 224 <= int(str(g).split(".")[0]) <= 239}
+    if not groups:
+        return []
+    joins = events.loc[events["event"].astype(object).to_numpy() == "group_join"]
+    members = {str(n) for n, g in zip(joins["node"], joins["group"], strict=True) if str(g) in groups}
+    return sorted(members - heard, key=_natural_key)
 
 
 def _stop_times(events: pd.DataFrame) -> dict[tuple[str, str | None], float]:
@@ -348,9 +365,12 @@ def format_flow_line(row: pd.Series | dict[str, Any]) -> str:
     entity = _str(get("entity")) or _str(get("flow")) or "?"
     src = _str(get("src")) or "?"
     dst = _str(get("dst")) or "?"
+    multicast = ":" in entity
+    loss = (f" loss since first packet {fixed('loss_rfc3550_pct', 2, '%')}" if multicast and _num(row, "received")
+            else f" loss {fixed('loss_pct', 2, '%')}")
     text = (
         f"{entity} {src}->{dst}: sent {count('sent')} recv {count('received')}"
-        f" loss {fixed('loss_pct', 2, '%')} jitter {fixed('jitter_ms', 1, ' ms')}"
+        f"{loss} jitter {fixed('jitter_ms', 1, ' ms')}"
         f" delay p50 {fixed('delay_p50_ms', 1, ' ms')} p95 {fixed('delay_p95_ms', 1, ' ms')}"
     )
     extras = []

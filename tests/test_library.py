@@ -15,6 +15,7 @@ LIBRARY = REPO / "scenarios" / "library"
 CASES = {
     "neighbourhood": ({"duration: 20": "duration: 8"}, ["anna_up", "bob_up", "carla_up", "dave_up", "erin_down"]),
     "party": ({"duration: 25": "duration: 10", "at: 15": "at: 7"}, ["p3_up", "srv_l8", "l2_l9"]),
+    "islands": ({"duration: 40": "duration: 32"}, ["to_c"]),
 }
 
 
@@ -38,3 +39,16 @@ def test_library_scenario_runs_and_draws(no_leftovers, results_dir, tmp_path, na
               f"delay p50 {flows.loc[flow, 'delay_p50_ms']:.1f} ms")
         assert flows.loc[flow, "sent"] > 50
         assert flows.loc[flow, "loss_pct"] < 2.0
+    if name == "islands":  # multicast reaches both multicast ISPs (also through a NAT gateway), never ISP C
+        # PIM joins settle in ~20 s (static RP after 15 s, then hop by hop, then the switch to the source tree):
+        # judge the steady state, the last 8 s before the end
+        ev = load_events(out.bundle).frame
+        mine = ev[ev["flow"] == "tv"]
+        end = float(mine["t"].max())
+        sent = ((mine["event"] == "probe_send") & mine["t"].between(end - 10, end - 2)).sum()
+        for member in ("suba", "subb", "bella_1"):
+            got = ((mine["event"] == "probe_recv") & (mine["node"] == member)
+                   & mine["sent"].between(end - 10, end - 2)).sum()
+            print(f"islands multicast to {member}: {got} of {sent} packets in the last 8 s")
+            assert got >= 0.98 * sent
+        assert ((mine["event"] == "probe_recv") & (mine["node"] == "subc")).sum() == 0

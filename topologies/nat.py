@@ -146,10 +146,12 @@ def nat_ruleset(nat_type: str, outside_intf: str, outside_ip: str, hairpin: bool
         "  chain forward {", "    type filter hook forward priority filter; policy accept;",
         f"    iifname {out} ct state established,related accept",
         f"    iifname {out} ct status dnat accept",
+        f"    iifname {out} ip daddr 224.0.0.0/4 accept",  # multicast the gateway routes in (IGMP-proxy-like)
         f"    iifname {out} drop",
         "  }",
         "  chain input {", "    type filter hook input priority filter; policy accept;",
         f"    iifname {out} ct status dnat accept",
+        f"    iifname {out} ip daddr 224.0.0.0/4 accept",
         f"    iifname {out} meta l4proto {{ tcp, udp }} ct state new drop",
         "  }",
         "}",
