@@ -14,6 +14,12 @@ ROLE_MODULES: dict[str, str] = {
     "probe_sender": "nodes.probe_sender",
     "probe_sink": "nodes.probe_sink",
     "crasher": "nodes.crasher",
+    "iperf3": "nodes.iperf3",
+    "mgen": "nodes.mgen",
+    "stun_server": "nodes.stun_server",
+    "stun_client": "nodes.stun_client",
+    "tracker": "nodes.tracker",
+    "tracker_probe": "nodes.tracker_client",
 }
 
 

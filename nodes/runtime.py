@@ -75,13 +75,23 @@ async def _supervise(ctx: NodeContext, args: C, main: Callable[[NodeContext, C],
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, task.cancel)
     ctx.log.emit("process_start", pid=_pid())
+    flusher = asyncio.ensure_future(_flush_periodically(ctx))
     try:
         result = await task
     except asyncio.CancelledError:
         ctx.log.emit("process_stop", reason="signal")
         return 0
+    finally:
+        flusher.cancel()
     ctx.log.emit("process_stop", reason="done")
     return int(result or 0)
+
+
+async def _flush_periodically(ctx: NodeContext, every: float = 0.25) -> None:
+    """Flush the event log even when nothing new is written, so that the file is never far behind."""
+    while True:
+        await asyncio.sleep(every)
+        ctx.log.flush()
 
 
 def _pid() -> int:
