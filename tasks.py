@@ -206,12 +206,12 @@ def test(c, k="", extra=""):
     raise Exit(code=code)
 
 
-@task(help={"what": "impair | scale | analysis"})
+@task(help={"what": "impair | scale | analysis | vod"})
 def bench(c, what):
-    """Benchmarks that print figures: impair (delay-line packets/s), scale (build/teardown), analysis."""
+    """Benchmarks that print figures: impair (delay-line packets/s), scale (build/teardown), analysis, vod."""
     _need_root()
     modules = {"impair": "topologies.impair.bench_delayline", "scale": "topologies.bench_scale",
-               "analysis": "analysis.bench"}
+               "analysis": "analysis.bench", "vod": "analysis.bench_vod"}
     if what not in modules:
         console.print(f"[red]unknown benchmark {what!r}[/]; choose from {', '.join(modules)}")
         raise Exit(code=2)
