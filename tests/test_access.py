@@ -73,7 +73,8 @@ def test_atm_cell_tax_lowers_small_packet_goodput(measured) -> None:
 
 def test_set_access_changes_the_profile_mid_run(no_leftovers, tmp_path) -> None:
     """ADSL (1 Mbit/s up, ATM) -> VDSL2 (10 Mbit/s up) at 4 s: a 3 Mbit/s upstream flow is squeezed to the
-    ADSL ceiling before and passes whole after."""
+    ADSL ceiling before and passes whole after; cutting the access line at 6 s stops it, restoring it at 6.5 s
+    brings it back."""
     import json
 
     from analysis.events import load_events
@@ -88,8 +89,12 @@ def test_set_access_changes_the_profile_mid_run(no_leftovers, tmp_path) -> None:
     def mbps(a: float, b: float) -> float:
         return float(recv.loc[rt.between(a, b), "size"].sum() * 8 / (b - a) / 1e6)
 
-    before, after = mbps(2.0, 3.9), mbps(5.0, 7.5)
+    before, after = mbps(2.0, 3.9), mbps(4.5, 5.9)
+    cut, restored = mbps(6.1, 6.5), mbps(6.8, 7.8)
     adsl_ceiling = 1e6 * 1000 / (math.ceil((1042 + 32) / 48) * 53) / 1e6  # 1000-byte payloads in ATM cells
-    print(f"upstream payload: ADSL {before:.2f} Mbit/s (ceiling {adsl_ceiling:.2f}), VDSL2 {after:.2f} Mbit/s")
+    print(f"upstream payload: ADSL {before:.2f} Mbit/s (ceiling {adsl_ceiling:.2f}), VDSL2 {after:.2f} Mbit/s, "
+          f"line cut {cut:.2f} Mbit/s, restored {restored:.2f} Mbit/s")
     assert abs(before - adsl_ceiling) < 0.1 * adsl_ceiling
     assert after > 2.7
+    assert cut == 0.0  # the access line is cut: nothing gets through
+    assert restored > 2.7  # and after link_up, routes and rates are back

@@ -74,3 +74,26 @@ def test_unknown_piconet_profile_is_a_validation_error() -> None:
     with pytest.raises(ScenarioError) as exc:
         parse_scenario(SCENARIO.read_text().replace("bt-edr", "bt-5"), "piconet.yaml")
     assert exc.value.problems[0].field == "piconets[0].profile"
+
+
+def test_handover_between_piconets(no_leftovers, tmp_path) -> None:
+    """A phone in the member lists of two piconets walks from one master's range into the other's: it leaves the
+    first, joins the second, routes move, and its stream to the server goes on through the new master (from its
+    address in the new piconet: a handover changes the phone's address, as a new Bluetooth PAN would)."""
+    out = run_scenario(REPO / "tests" / "scenarios" / "handover.yaml", RunOptions(results=tmp_path))
+    assert out.status == "completed", out.error
+    t0 = json.loads((out.bundle / "manifest.json").read_text())["t0_epoch"]
+    ev = load_events(out.bundle).frame
+    rt = ev.loc[ev["event"] == "probe_recv", "t"] - t0
+    before, after = int(rt.between(3.0, 5.0).sum()), int(rt.between(5.5, 9.5).sum())
+    gap = float(rt[rt > 5.0].min() - 5.0)
+    print(f"handover: {before} packets in the 2 s before, {after} in the 4 s after; first packet {gap * 1000:.0f} ms "
+          "after the move")
+    assert before >= 90 and after >= 190
+    assert gap < 0.2
+    logs = {p.stem: [json.loads(x) for x in p.read_text().splitlines()] for p in out.bundle.glob("piconet-*.jsonl")}
+    assert any(e["event"] == "leave" and e["member"] == "ph" for e in logs["piconet-pna"])
+    assert any(e["event"] == "join" and e["member"] == "ph" and e["t"] > t0 + 4 for e in logs["piconet-pnb"])
+    srcs = ev.loc[ev["event"] == "probe_recv", "src"]
+    assert srcs[rt < 5.0].nunique() == 1 and srcs[rt > 5.5].nunique() == 1
+    assert srcs[rt < 5.0].iloc[0] != srcs[rt > 5.5].iloc[0]

@@ -55,3 +55,28 @@ def test_same_seed_same_schedule_and_metrics(no_leftovers, results_dir) -> None:
         assert abs(la - lb) < 2.0
     ma, mb = (json.loads((r.bundle / "manifest.json").read_text()) for r in runs)
     assert ma["seed"] == mb["seed"] == 1 and ma["git"] == mb["git"]
+
+
+def test_default_scenario_report_is_valid_and_matches_summary(no_leftovers, results_dir) -> None:
+    """The report of a real default run: balanced HTML, every image there and non-empty (topology included),
+    and every number in it equal to summary.json."""
+    from analysis.__main__ import main
+    from analysis.report import format_value
+    from tests.test_analysis_bundle import TagBalance, _summary_values
+
+    out = run_scenario(REPO / "scenarios" / "library" / "default.yaml", RunOptions(results=results_dir))
+    assert out.status == "completed"
+    assert main([str(out.bundle)]) == 0
+    mdir = out.bundle / "metrics"
+    parser = TagBalance()
+    parser.feed((mdir / "report.html").read_text(encoding="utf-8"))
+    parser.close()
+    assert parser.errors == [] and parser.stack == []
+    assert "../topology.png" in parser.imgs and "flows_overview.png" in parser.imgs
+    for src in parser.imgs:
+        img = (mdir / src).resolve()
+        assert img.is_file() and img.stat().st_size > 1000, src
+    values = _summary_values(json.loads((mdir / "summary.json").read_text()))
+    assert values and set(parser.cells) == set(values)
+    for key, value in values.items():
+        assert parser.cells[key] == format_value(value), key

@@ -141,3 +141,13 @@ def test_building_blocks_expand() -> None:
     line = sc.link("h1_line").resolved("h1_gw")
     assert line.rate == 1e6 and line.linklayer == "atm"
     assert sc.node("h1_gw").nat is not None and sc.node("h1_gw").nat.type == "port-restricted"
+
+
+def test_exported_json_schema_is_current() -> None:
+    """scenarios/scenario.schema.json (for editors) is what `invoke schema` writes from the model today."""
+    import json
+
+    from scenarios.schema import Scenario
+
+    on_disk = json.loads((REPO / "scenarios" / "scenario.schema.json").read_text())
+    assert on_disk == json.loads(json.dumps(Scenario.model_json_schema())), "run `invoke schema` and commit it"
