@@ -5,6 +5,10 @@ it; the receiver in C (unicast-only routers) never does; a receiver in B that le
 getting it, at the network level too (its interface sees no more packets of the group); and without
 multicast routing in the backbone router B gets nothing. Each run is built once per daemon and variant;
 what happens is measured with the probe roles' events and with iptables counters in the receivers.
+
+Known issue: with pimd 2.3.2, about one run in ten, B's last-hop router leaves the group's (S,G) entry
+'unresolved' and B stops receiving after a few packets. The pimd variant is then run once more, with a printed
+warning and the failed bundle kept; two failures in a row fail the test.
 """
 
 from __future__ import annotations
@@ -110,16 +114,36 @@ def run_variant(runs: dict[tuple[str, bool], dict[str, Any]], tmp_path_factory: 
     """Build and run one variant (once per module); returns measurements, events and the bundle."""
     key = (daemon, backbone)
     if key not in runs:
-        folder = tmp_path_factory.mktemp(f"mc-{daemon}-{int(backbone)}")
-        path = make_variant(folder, daemon, backbone)
-        box: dict[str, Any] = {}
-        outcome = run_scenario(path, RunOptions(results=folder / "results"),
-                               body=lambda net, bundle, _phase: box.update(_measure(path, net, bundle)))
-        assert outcome.status == "completed", outcome.error
-        box["bundle"] = outcome.bundle
-        box["hosts"] = make_plan(load_scenario(path)[0]).hosts_table()
+        failed_attempts: list[str] = []
+        for _attempt in range(2):
+            folder = tmp_path_factory.mktemp(f"mc-{daemon}-{int(backbone)}")
+            path = make_variant(folder, daemon, backbone)
+            box: dict[str, Any] = {}
+            outcome = run_scenario(path, RunOptions(results=folder / "results"),
+                                   body=lambda net, bundle, _phase, box=box, path=path: box.update(
+                                       _measure(path, net, bundle)))
+            assert outcome.status == "completed", outcome.error
+            box["bundle"] = outcome.bundle
+            box["hosts"] = make_plan(load_scenario(path)[0]).hosts_table()
+            if not (daemon == "pimd" and backbone) or _b_converged(box):
+                break
+            # Known issue (pimd 2.3.2 here, about one run in ten): B's last-hop router keeps the group's (S,G)
+            # entry 'unresolved' and B stops receiving after a few packets. Say so, keep the bundle, run once more.
+            failed_attempts.append(str(outcome.bundle))
+            print(f"WARNING: pimd did not converge in ISP B (bundle {outcome.bundle}); running the variant again")
+        box["failed_attempts"] = failed_attempts
         runs[key] = box
     return runs[key]
+
+
+def _b_converged(box: dict[str, Any]) -> bool:
+    """Did brx get every packet of the second-to-last 5 s (the PIM tree to B had formed and held)?"""
+    tx = sent(box)
+    if not tx:
+        return False
+    last = tx[-1]["t"]
+    window = {e["seq"] for e in tx if last - 6 <= e["t"] <= last - 1}
+    return bool(window) and window <= {e["seq"] for e in received(box, "brx")}
 
 
 def received(box: dict[str, Any], node: str) -> list[dict[str, Any]]:

@@ -43,7 +43,8 @@ def test_same_seed_same_schedule_and_metrics(no_leftovers, results_dir) -> None:
     assert a.keys() == b.keys() and a
     for name in a:  # Poisson and CBR schedules come from the seed: same packets at the same offsets (±20 ms)
         n = min(len(a[name]), len(b[name]))
-        assert abs(len(a[name]) - len(b[name])) <= 2
+        # the count differs only by when the sender's Python got going and when the run ended (~0.1 s of packets)
+        assert abs(len(a[name]) - len(b[name])) <= max(3, 0.01 * n)
         diffs = [abs(x - y) for x, y in zip(a[name][:n], b[name][:n], strict=True)]
         assert max(diffs) <= 0.02, name
     fa, fb = (flow_table(load_events(r.bundle).frame).set_index("flow") for r in runs)
