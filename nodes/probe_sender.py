@@ -102,7 +102,7 @@ async def main(ctx: NodeContext, cfg: Config) -> int:
             stamp = time.time()
             try:
                 sock.sendto(probe_packet.encode(flow, sent, stamp, cfg.size), (dst, cfg.port))
-                ctx.log.emit("probe_send", t=stamp, flow=flow, seq=sent, size=cfg.size)
+                ctx.log.emit("probe_send", t=stamp, flow=flow, seq=sent, size=cfg.size, due=round(next_offset, 6))
             except (BlockingIOError, OSError) as exc:  # no route while a link is down, full buffer, ...
                 ctx.log.emit("probe_send_error", t=stamp, flow=flow, seq=sent, error=exc.__class__.__name__)
             sent += 1
