@@ -79,11 +79,11 @@ async def _supervise(ctx: NodeContext, args: C, main: Callable[[NodeContext, C],
     try:
         result = await task
     except asyncio.CancelledError:
-        ctx.log.emit("process_stop", reason="signal")
+        ctx.log.emit("process_stop", reason="signal", max_rss_kb=_max_rss_kb())
         return 0
     finally:
         flusher.cancel()
-    ctx.log.emit("process_stop", reason="done")
+    ctx.log.emit("process_stop", reason="done", max_rss_kb=_max_rss_kb())
     return int(result or 0)
 
 
@@ -92,6 +92,13 @@ async def _flush_periodically(ctx: NodeContext, every: float = 0.25) -> None:
     while True:
         await asyncio.sleep(every)
         ctx.log.flush()
+
+
+def _max_rss_kb() -> int:
+    """Peak resident set size of this process so far, in KiB (benchmarks read it from ``process_stop``)."""
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
 def _pid() -> int:
