@@ -20,6 +20,10 @@ ROLE_MODULES: dict[str, str] = {
     "stun_client": "nodes.stun_client",
     "tracker": "nodes.tracker",
     "tracker_probe": "nodes.tracker_client",
+    "vod_server": "nodes.vod_server",
+    "vod_client": "nodes.vod_client",
+    "peer": "nodes.peer",
+    "source": "nodes.source",
 }
 
 

@@ -30,6 +30,11 @@ What it does:
   and registers with the ``upstream`` tracker as a member of each of its contents with the TRACKER flag
   (``upstream_user`` / ``upstream_secret``), heartbeating with its number of local members; it reconnects
   when the upstream goes away. Local tracker entries are listed only to other local trackers.
+- **Serving content** (``serve: {role: peer | source, args: {...}}``, section 3.3.5: "the IMS tracker can act as
+  any other peer, distributing the whole content"): the tracker runs a ``peer`` or ``source`` node in its own
+  process, registered with itself like any member (a user ``tracker-self`` with a secret drawn at start is added
+  to ``users``; ``tracker``, ``tracker_port``, ``user`` and ``secret`` of the role's args are filled in). Its
+  events go to the tracker's event log (so that process counts as a viewer or a server in the analysis).
 
 Events: ``tracker_ready``, ``auth_ok``, ``auth_fail`` (``reason``), ``join``, ``redirect``, ``leave``,
 ``member_timeout``, ``reach_test``, ``published``, ``bad_frame`` (``reason``, ``kind`` = framing | protocol),
@@ -41,10 +46,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import hmac
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -52,6 +59,27 @@ from nodes import wire
 from nodes.runtime import NodeContext, run_role
 from nodes.tracker_client import AuthRefused, TrackerClient, TrackerError
 from nodes.wire import FramedStream, JoinFlag, MemberEntry, MemberFlag, Message, Reach
+
+SERVE_USER = "tracker-self"
+SERVE_FILLED = ("tracker", "tracker_port", "user", "secret")
+
+
+class ServeParams(BaseModel):
+    """A peer or source the tracker runs in its own process (its ``args`` without the tracker fields)."""
+
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["peer", "source"]
+    args: dict[str, Any] = Field(default_factory=dict)
+
+    def role_config(self, tracker: str, port: int, secret: str) -> BaseModel:
+        from nodes import peer, source  # only a serving tracker needs them
+
+        module = peer if self.role == "peer" else source
+        filled = [k for k in SERVE_FILLED if k in self.args]
+        if filled:
+            raise ValueError(f"serve.args: {', '.join(filled)} are filled in by the tracker")
+        return module.Config.model_validate({**self.args, "tracker": tracker, "tracker_port": port,
+                                             "user": SERVE_USER, "secret": secret})
 
 
 class Config(BaseModel):
@@ -84,9 +112,15 @@ class Config(BaseModel):
     upstream_port: int = Field(default=6969, ge=1, le=65535)
     upstream_user: str | None = None
     upstream_secret: str | None = None
+    serve: ServeParams | None = Field(default=None, description="run a peer or source in this process, "
+                                                                "registered with this tracker")
 
     @model_validator(mode="after")
     def _local(self) -> Config:
+        if self.serve is not None:
+            if SERVE_USER in self.users:
+                raise ValueError(f"user {SERVE_USER!r} is reserved for the tracker's own node (serve)")
+            self.serve.role_config("127.0.0.1", self.port, "secret")  # validates the role's args
         if self.local and not (self.upstream and self.upstream_user and self.upstream_secret):
             raise ValueError("local: true needs upstream, upstream_user and upstream_secret")
         if not self.local and self.upstream is not None:
@@ -469,6 +503,8 @@ async def main(ctx: NodeContext, cfg: Config) -> int:
     tasks = [asyncio.ensure_future(tracker.expire()), asyncio.ensure_future(tracker.stats())]
     if cfg.local:
         tasks.append(asyncio.ensure_future(tracker.upstream()))
+    if cfg.serve is not None:
+        tasks.append(asyncio.ensure_future(serve_content(ctx, cfg)))
     try:
         async with server:
             await server.serve_forever()
@@ -477,6 +513,28 @@ async def main(ctx: NodeContext, cfg: Config) -> int:
             task.cancel()
         tracker.report_bytes()
     return 0
+
+
+async def serve_content(ctx: NodeContext, cfg: Config) -> None:
+    """Run the ``serve`` peer or source in this process, registered with this tracker (a user of its own)."""
+    assert cfg.serve is not None
+    from nodes import peer, source
+
+    secret = ctx.rng.randbytes(16).hex()
+    cfg.users[SERVE_USER] = secret
+    host = cfg.bind if cfg.bind not in ("0.0.0.0", "") else ctx.hosts.get(ctx.node, "127.0.0.1")
+    role_cfg = cfg.serve.role_config(host, cfg.port, secret)
+    seed = int.from_bytes(hashlib.sha256(f"{ctx.seed}/serve".encode()).digest()[:4], "big")  # its own stream
+    inner = NodeContext(ctx.node, ctx.proc, ctx.role, seed, ctx.hosts, ctx.log)
+    ctx.log.emit("tracker_serves", role=cfg.serve.role, tracker=host, port=getattr(role_cfg, "listen_port", None))
+    try:
+        if cfg.serve.role == "peer":
+            code = await peer.main(inner, role_cfg)  # type: ignore[arg-type]
+        else:
+            code = await source.main(inner, role_cfg)  # type: ignore[arg-type]
+        ctx.log.emit("tracker_serve_end", role=cfg.serve.role, code=code)
+    except Exception as exc:  # noqa: BLE001 - the tracker goes on without its node
+        ctx.log.emit("tracker_error", src="serve", error=f"{type(exc).__name__}: {exc}")
 
 
 if __name__ == "__main__":

@@ -93,9 +93,17 @@ class MsgType(enum.IntEnum):
     BUFFER_MAP = 0x40
     CONTENTS_REQ = 0x50
     CONTENTS_RESP = 0x51
+    CONTENT_INFO_REQ = 0x52
+    CONTENT_INFO_RESP = 0x53
     CHUNK_REQ = 0x60
     CHUNK_RESP = 0x61
     ERROR = 0x7F
+    VOD_PLAY = 0x80
+    VOD_PLAN = 0x81
+    VOD_PULL = 0x82
+    VOD_STATUS = 0x83
+    VOD_LOST = 0x84
+    VOD_PIECE = 0x85
 
 
 class ErrorCode(enum.IntEnum):
@@ -159,6 +167,13 @@ class SigKind(enum.IntEnum):
     NONE = 0  # no signature (sig is empty)
     SHA256 = 1  # sha256(data); checked by the decoder
     HMAC_SHA256 = 2  # HMAC-SHA256(source key, content | chunk | created_us | data); checked by the receiver
+
+
+class ContentMode(enum.IntEnum):
+    """``ContentInfo.mode``: how a content is distributed."""
+
+    LIVE = 0  # time-fixed chunks produced in real time; viewers play them against deadlines
+    DOWNLOAD = 1  # a file split into fixed-size chunks; fetched rarest-first, no deadlines
 
 
 # -- payload reading and writing --------------------------------------------------------------------------------
@@ -993,10 +1008,429 @@ class Error(Message):
         return cls(r.u16("code"), r.u8("about"), r.text("reason"))
 
 
+CHUNK_MAC_LABEL = b"streambed-chunk-v1\0"
+INFO_MAC_LABEL = b"streambed-info-v1\0"
+
+
+def chunk_mac(key: bytes, content: int, chunk: int, created_us: int, data: bytes) -> bytes:
+    """The source's signature of a chunk (SigKind.HMAC_SHA256): HMAC-SHA256(key, label | content | chunk |
+    created_us | data), integers big-endian (4, 4, 8 bytes)."""
+    mac = hmac.new(key, CHUNK_MAC_LABEL + struct.pack(">IIQ", content, chunk, created_us), hashlib.sha256)
+    mac.update(data)
+    return mac.digest()
+
+
+def sign_chunk(key: bytes, content: int, chunk: int, data: bytes, created_us: int = 0) -> ChunkResp:
+    """A CHUNK_RESP signed with the source key (SigKind.HMAC_SHA256)."""
+    return ChunkResp(content, chunk, data, created_us, SigKind.HMAC_SHA256,
+                     chunk_mac(key, content, chunk, created_us, data))
+
+
+def chunk_signed_by(msg: ChunkResp, key: bytes) -> bool:
+    """True if ``msg`` carries a valid HMAC-SHA256 signature made with ``key`` (constant-time comparison)."""
+    return msg.sig_kind == SigKind.HMAC_SHA256 and hmac.compare_digest(
+        msg.sig, chunk_mac(key, msg.content, msg.chunk, msg.created_us, msg.data))
+
+
+@dataclass(frozen=True, slots=True)
+class ContentInfoReq(Message):
+    """Ask a partner (or the source) how a content is cut into chunks (answered with CONTENT_INFO_RESP)."""
+
+    TYPE: ClassVar[MsgType] = MsgType.CONTENT_INFO_REQ
+    MIN_LEN: ClassVar[int] = 4
+    MAX_LEN: ClassVar[int] = 4
+    content: int
+
+    def validate(self) -> None:
+        _check_int("content", self.content, 1, U32)
+
+    def pack(self) -> bytes:
+        return struct.pack(">I", self.content)
+
+    @classmethod
+    def unpack(cls, r: _Reader) -> ContentInfoReq:
+        return cls(r.u32("content"))
+
+
+INFO_HEAD = struct.Struct(">IBIIQQI32s")  # content, mode, chunk_us, chunk_bytes, total_bytes, start_us, chunks, sha256
+
+
+@dataclass(frozen=True, slots=True)
+class ContentInfo(Message):
+    """How a content is cut into chunks, as its source published it; relayed unchanged by peers.
+
+    Live: ``chunk_us`` (duration of a chunk, µs), ``chunk_bytes`` (nominal size), ``start_us`` (epoch µs at
+    which chunk 0 was made: chunk i is made at start + i * duration); ``total_bytes``, ``chunks`` and ``sha256``
+    are 0. Download: ``chunk_bytes`` (every chunk but the last), ``total_bytes``, ``chunks`` (=
+    ceil(total / chunk_bytes)), ``sha256`` of the whole file; ``chunk_us`` and ``start_us`` are 0. The source
+    signs it like its chunks (SigKind 2: HMAC-SHA256 with the content key over every field before the
+    signature, see :func:`info_mac`), so a peer cannot lie about the file's hash.
+    """
+
+    TYPE: ClassVar[MsgType] = MsgType.CONTENT_INFO_RESP
+    MIN_LEN: ClassVar[int] = INFO_HEAD.size + 1 + 1
+    MAX_LEN: ClassVar[int] = INFO_HEAD.size + 1 + 32 + 1 + MAX_TEXT
+    content: int
+    mode: int
+    chunk_bytes: int
+    chunk_us: int = 0
+    total_bytes: int = 0
+    start_us: int = 0
+    chunks: int = 0
+    sha256: bytes = bytes(32)
+    title: str = ""
+    sig_kind: int = SigKind.NONE
+    sig: bytes = b""
+
+    def validate(self) -> None:
+        _check_int("content", self.content, 1, U32)
+        _check_enum("mode", self.mode, ContentMode)
+        _check_int("chunk_bytes", self.chunk_bytes, 1, MAX_PAYLOAD)
+        _check_int("chunk_us", self.chunk_us, 0, U32)
+        _check_int("total_bytes", self.total_bytes, 0, 2**64 - 1)
+        _check_int("start_us", self.start_us, 0, 2**64 - 1)
+        _check_int("chunks", self.chunks, 0, U32)
+        _check_bytes("sha256", self.sha256, 32)
+        _check_text("title", self.title, MAX_TEXT)
+        _check_enum("sig_kind", self.sig_kind, SigKind)
+        if self.sig_kind == SigKind.SHA256:
+            raise WireError("sig_kind: a content info is signed with HMAC (2) or not at all (0)")
+        _check_bytes("sig", self.sig, SIG_SIZES[SigKind(self.sig_kind)])
+        if self.mode == ContentMode.LIVE:
+            if self.chunk_us == 0:
+                raise WireError("chunk_us: a live content needs a chunk duration")
+            if self.total_bytes or self.chunks or any(self.sha256):
+                raise WireError("live content: total_bytes, chunks and sha256 must be 0")
+        else:
+            if self.chunk_us or self.start_us:
+                raise WireError("download content: chunk_us and start_us must be 0")
+            if self.chunks != -(-self.total_bytes // self.chunk_bytes):
+                raise WireError(f"chunks: {self.chunks} != ceil({self.total_bytes} / {self.chunk_bytes})")
+
+    def body(self) -> bytes:
+        """Every field the signature covers, packed."""
+        return (INFO_HEAD.pack(self.content, self.mode, self.chunk_us, self.chunk_bytes, self.total_bytes,
+                               self.start_us, self.chunks, self.sha256) + _text(self.title))
+
+    def signed(self, key: bytes) -> ContentInfo:
+        """This info with the source's HMAC-SHA256 signature."""
+        return ContentInfo(self.content, self.mode, self.chunk_bytes, self.chunk_us, self.total_bytes,
+                           self.start_us, self.chunks, self.sha256, self.title, SigKind.HMAC_SHA256,
+                           info_mac(key, self.body()))
+
+    def signed_by(self, key: bytes) -> bool:
+        return self.sig_kind == SigKind.HMAC_SHA256 and hmac.compare_digest(self.sig, info_mac(key, self.body()))
+
+    def chunk_size(self, chunk: int) -> int:
+        """Bytes of chunk ``chunk`` in download mode (the last one may be short); ``chunk_bytes`` when live."""
+        if self.mode == ContentMode.LIVE:
+            return self.chunk_bytes
+        if not 0 <= chunk < self.chunks:
+            return 0
+        return min(self.chunk_bytes, self.total_bytes - chunk * self.chunk_bytes)
+
+    def pack(self) -> bytes:
+        return self.body() + bytes([self.sig_kind]) + self.sig
+
+    @classmethod
+    def unpack(cls, r: _Reader) -> ContentInfo:
+        head = INFO_HEAD.unpack(r.take(INFO_HEAD.size, "info header"))
+        title = r.text("title")
+        kind = r.u8("sig_kind")
+        if kind not in SIG_SIZES:
+            raise WireError(f"sig_kind: {kind} unknown")
+        sig = r.take(SIG_SIZES[SigKind(kind)], "sig")
+        content, mode, chunk_us, chunk_bytes, total, start, chunks, sha = head
+        return cls(content, mode, chunk_bytes, chunk_us, total, start, chunks, sha, title, kind, sig)
+
+
+def info_mac(key: bytes, body: bytes) -> bytes:
+    """HMAC-SHA256(key, label | the info's fields): the source's signature of a CONTENT_INFO_RESP."""
+    return hmac.new(key, INFO_MAC_LABEL + body, hashlib.sha256).digest()
+
+
+# -- video on demand (DynaPeer emulation: nodes/vod_server.py, nodes/vod_client.py; docs/dynapeer.md) ----------
+
+VOD_MAX_STRIPES = 16
+VOD_MAX_SOURCES = 32
+VOD_MAX_PIECE = 1400
+
+
+class VodFlag(enum.IntFlag):
+    """Bits of ``VodPlay.flags``."""
+
+    MULTICAST = 0x01  # the client's ISP routes IP multicast: it may join channels
+
+
+class VodKind(enum.IntEnum):
+    """``VodSource.kind``: where a part of a video comes from."""
+
+    SERVER = 0  # the server, on the session's control connection (TCP)
+    MULTICAST = 1  # an IP multicast channel: ``ip``/``port`` are the group and UDP port
+    PEER = 2  # another client (``ip``/``port`` its listener), asked with VOD_PULL
+
+
+class VodState(enum.IntEnum):
+    """``VodStatus.state``."""
+
+    PLAYING = 1  # playback started
+    FINISHED = 2  # the video has been played to its end (the client stays a peer until its commitments end)
+
+
+@dataclass(frozen=True, slots=True)
+class VodPlay(Message):
+    """Client -> VoD server: open session ``session`` (client-chosen, unique per client) for video ``video``."""
+
+    TYPE: ClassVar[MsgType] = MsgType.VOD_PLAY
+    MIN_LEN: ClassVar[int] = 11
+    MAX_LEN: ClassVar[int] = 11
+    session: int
+    video: int
+    port: int = 0  # where the client serves other peers (VOD_PULL); 0 = it does not
+    flags: int = 0
+
+    def validate(self) -> None:
+        _check_int("session", self.session, 1, U32)
+        _check_int("video", self.video, 1, U32)
+        _check_int("port", self.port, 0, 0xFFFF)
+        _check_flags("flags", self.flags, VodFlag)
+
+    def pack(self) -> bytes:
+        return struct.pack(">IIHB", self.session, self.video, self.port, self.flags)
+
+    @classmethod
+    def unpack(cls, r: _Reader) -> VodPlay:
+        return cls(r.u32("session"), r.u32("video"), r.u16("port"), r.u8("flags"))
+
+
+VOD_SOURCE = struct.Struct(">B4sHIIHQI")  # kind, ip, port, first, end, mask, t0_us, tag
+
+
+@dataclass(frozen=True, slots=True)
+class VodSource:
+    """One part of a session's video: chunks ``first <= c < end`` whose stripe ``c % stripes`` is in ``mask``,
+    sent by ``kind`` at ``ip:port``, chunk c at ``t0_us + c * chunk duration`` (epoch µs); ``tag`` names the
+    source in loss reports (a peer's session, a channel)."""
+
+    kind: int
+    ip: str
+    port: int
+    first: int
+    end: int
+    mask: int
+    t0_us: int
+    tag: int
+
+    def __post_init__(self) -> None:
+        _check_enum("kind", self.kind, VodKind)
+        _check_ip("ip", self.ip)
+        _check_int("port", self.port, 0, 0xFFFF)
+        _check_int("first", self.first, 0, U32)
+        _check_int("end", self.end, self.first, U32)
+        _check_int("mask", self.mask, 1, (1 << VOD_MAX_STRIPES) - 1)
+        _check_int("t0_us", self.t0_us, 0, (1 << 64) - 1)
+        _check_int("tag", self.tag, 0, U32)
+
+    def pack(self) -> bytes:
+        return VOD_SOURCE.pack(self.kind, ipaddress.IPv4Address(self.ip).packed, self.port, self.first, self.end,
+                               self.mask, self.t0_us, self.tag)
+
+    @classmethod
+    def unpack(cls, r: _Reader) -> VodSource:
+        kind, ip, port, first, end, mask, t0, tag = VOD_SOURCE.unpack(r.take(VOD_SOURCE.size, "source"))
+        return cls(kind, str(ipaddress.IPv4Address(ip)), port, first, end, mask, t0, tag)
+
+    def fields(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True, slots=True)
+class VodPlan(Message):
+    """VoD server -> client: the video's geometry and where its parts come from (a first plan, or the cover of
+    a lost source). Every source's range lies in ``[0, chunks)`` and its mask in the ``stripes`` stripes."""
+
+    TYPE: ClassVar[MsgType] = MsgType.VOD_PLAN
+    MIN_LEN: ClassVar[int] = 22
+    MAX_LEN: ClassVar[int] = 22 + VOD_MAX_SOURCES * VOD_SOURCE.size
+    session: int
+    video: int
+    chunks: int
+    chunk_ms: int
+    chunk_bytes: int
+    stripes: int
+    sources: tuple[VodSource, ...] = ()
+
+    def validate(self) -> None:
+        _check_int("session", self.session, 1, U32)
+        _check_int("video", self.video, 1, U32)
+        _check_int("chunks", self.chunks, 1, 1 << 20)
+        _check_int("chunk_ms", self.chunk_ms, 1, 60_000)
+        _check_int("chunk_bytes", self.chunk_bytes, 1, MAX_PAYLOAD - 64)
+        _check_int("stripes", self.stripes, 1, VOD_MAX_STRIPES)
+        if not isinstance(self.sources, tuple) or len(self.sources) > VOD_MAX_SOURCES:
+            raise WireError(f"sources: a tuple of at most {VOD_MAX_SOURCES}")
+        for s in self.sources:
+            if not isinstance(s, VodSource):
+                raise WireError("sources: not a VodSource")
+            if s.end > self.chunks or s.mask >> self.stripes:
+                raise WireError(f"source {s.tag}: range or stripes outside the video")
+
+    def pack(self) -> bytes:
+        return (struct.pack(">IIIIIBB", self.session, self.video, self.chunks, self.chunk_ms, self.chunk_bytes,
+                            self.stripes, len(self.sources)) + b"".join(s.pack() for s in self.sources))
+
+    @classmethod
+    def unpack(cls, r: _Reader) -> VodPlan:
+        head = struct.unpack(">IIIIIBB", r.take(22, "plan header"))
+        sources = tuple(VodSource.unpack(r) for _ in range(head[6]))
+        r.end("plan")
+        return cls(*head[:6], sources)
+
+
+@dataclass(frozen=True, slots=True)
+class VodPull(Message):
+    """Client -> supplying peer: send me (or, with a ``group``, the multicast channel) chunks ``first <= c < end``
+    of ``video`` whose stripe ``c % stripes`` is in ``mask``, chunk c at ``t0_us + c * chunk duration``, from
+    your session ``supplier``. The peer answers with CHUNK_RESP frames, or ERROR (busy, unknown content)."""
+
+    TYPE: ClassVar[MsgType] = MsgType.VOD_PULL
+    MIN_LEN: ClassVar[int] = 37
+    MAX_LEN: ClassVar[int] = 37
+    session: int
+    video: int
+    supplier: int
+    first: int
+    end: int
+    stripes: int
+    mask: int
+    t0_us: int
+    group: str = "0.0.0.0"  # 0.0.0.0: unicast on this connection
+    gport: int = 0
+
+    def validate(self) -> None:
+        _check_int("session", self.session, 1, U32)
+        _check_int("video", self.video, 1, U32)
+        _check_int("supplier", self.supplier, 1, U32)
+        _check_int("first", self.first, 0, U32)
+        _check_int("end", self.end, self.first, U32)
+        _check_int("stripes", self.stripes, 1, VOD_MAX_STRIPES)
+        _check_int("mask", self.mask, 1, (1 << self.stripes) - 1)
+        _check_int("t0_us", self.t0_us, 0, (1 << 64) - 1)
+        _check_ip("group", self.group)
+        _check_int("gport", self.gport, 0, 0xFFFF)
+        if self.group != "0.0.0.0" and not ipaddress.IPv4Address(self.group).is_multicast:
+            raise WireError(f"group: {self.group} is not a multicast address")
+
+    def pack(self) -> bytes:
+        return struct.pack(">IIIIIBHQ4sH", self.session, self.video, self.supplier, self.first, self.end,
+                           self.stripes, self.mask, self.t0_us, ipaddress.IPv4Address(self.group).packed, self.gport)
+
+    @classmethod
+    def unpack(cls, r: _Reader) -> VodPull:
+        v = struct.unpack(">IIIIIBHQ4sH", r.take(37, "pull"))
+        return cls(*v[:8], str(ipaddress.IPv4Address(v[8])), v[9])
+
+
+@dataclass(frozen=True, slots=True)
+class VodStatus(Message):
+    """Client -> VoD server: the session's playback started or finished (:class:`VodState`)."""
+
+    TYPE: ClassVar[MsgType] = MsgType.VOD_STATUS
+    MIN_LEN: ClassVar[int] = 5
+    MAX_LEN: ClassVar[int] = 5
+    session: int
+    state: int
+
+    def validate(self) -> None:
+        _check_int("session", self.session, 1, U32)
+        _check_enum("state", self.state, VodState)
+
+    def pack(self) -> bytes:
+        return struct.pack(">IB", self.session, self.state)
+
+    @classmethod
+    def unpack(cls, r: _Reader) -> VodStatus:
+        return cls(r.u32("session"), r.u8("state"))
+
+
+@dataclass(frozen=True, slots=True)
+class VodLost(Message):
+    """Client -> VoD server: source ``tag`` (of ``kind``) stopped; chunks ``first <= c < end`` of the stripes in
+    ``mask`` are missing from it. The server answers with a VOD_PLAN of the sources that cover them."""
+
+    TYPE: ClassVar[MsgType] = MsgType.VOD_LOST
+    MIN_LEN: ClassVar[int] = 19
+    MAX_LEN: ClassVar[int] = 19
+    session: int
+    tag: int
+    kind: int
+    first: int
+    end: int
+    mask: int
+
+    def validate(self) -> None:
+        _check_int("session", self.session, 1, U32)
+        _check_int("tag", self.tag, 0, U32)
+        _check_enum("kind", self.kind, VodKind)
+        _check_int("first", self.first, 0, U32)
+        _check_int("end", self.end, self.first, U32)
+        _check_int("mask", self.mask, 1, (1 << VOD_MAX_STRIPES) - 1)
+
+    def pack(self) -> bytes:
+        return struct.pack(">IIBIIH", self.session, self.tag, self.kind, self.first, self.end, self.mask)
+
+    @classmethod
+    def unpack(cls, r: _Reader) -> VodLost:
+        return cls(*struct.unpack(">IIBIIH", r.take(19, "lost")))
+
+
+@dataclass(frozen=True, slots=True)
+class VodPiece(Message):
+    """A piece of a chunk in one UDP datagram (multicast channels): bytes ``piece * VOD_MAX_PIECE`` on of a
+    ``chunk_len``-byte chunk cut into ``pieces`` pieces."""
+
+    TYPE: ClassVar[MsgType] = MsgType.VOD_PIECE
+    MIN_LEN: ClassVar[int] = 16
+    MAX_LEN: ClassVar[int] = 16 + VOD_MAX_PIECE
+    DATA: ClassVar[bool] = True
+    content: int
+    chunk: int
+    piece: int
+    pieces: int
+    chunk_len: int
+    data: bytes
+
+    def validate(self) -> None:
+        _check_int("content", self.content, 1, U32)
+        _check_int("chunk", self.chunk, 0, U32)
+        _check_int("chunk_len", self.chunk_len, 1, MAX_PAYLOAD - 64)
+        _check_int("pieces", self.pieces, 1, 0xFFFF)
+        _check_int("piece", self.piece, 0, self.pieces - 1)
+        _check_bytes("data", self.data, max_size=VOD_MAX_PIECE)
+        if self.pieces != -(-self.chunk_len // VOD_MAX_PIECE):
+            raise WireError(f"pieces: {self.pieces} for a {self.chunk_len}-byte chunk")
+        want = min(VOD_MAX_PIECE, self.chunk_len - self.piece * VOD_MAX_PIECE)
+        if len(self.data) != want:
+            raise WireError(f"data: {len(self.data)} bytes, piece {self.piece} has {want}")
+
+    def pack(self) -> bytes:
+        return struct.pack(">IIHHI", self.content, self.chunk, self.piece, self.pieces, self.chunk_len) + self.data
+
+    @classmethod
+    def unpack(cls, r: _Reader) -> VodPiece:
+        head = struct.unpack(">IIHHI", r.take(16, "piece header"))
+        return cls(*head, r.take(len(r.buf) - r.pos, "data"))
+
+    def fields(self) -> dict[str, Any]:
+        return {"content": self.content, "chunk": self.chunk, "piece": self.piece, "pieces": self.pieces,
+                "chunk_len": self.chunk_len, "data": f"<{len(self.data)} bytes>"}
+
+
 MESSAGE_TYPES: dict[int, type[Message]] = {cls.TYPE: cls for cls in (
     Hello, Challenge, Auth, AuthOk, AuthFail, ReachProbe, ReachAck, Join, JoinOk, Redirect, Leave, Membership,
     MembersReq, MembersResp, PartnershipReq, PartnershipResp, PartnershipRemove, BufferMap, ContentsReq,
-    ContentsResp, ChunkReq, ChunkResp, Error)}
+    ContentsResp, ChunkReq, ChunkResp, Error, ContentInfoReq, ContentInfo,
+    VodPlay, VodPlan, VodPull, VodStatus, VodLost, VodPiece)}
 assert set(MESSAGE_TYPES) == {t.value for t in MsgType}
 
 

@@ -5,6 +5,7 @@ valid frames (it resynchronises and yields every valid frame), any split of the 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import struct
 import zlib
 
@@ -73,6 +74,64 @@ def codes(enum_cls: type) -> st.SearchStrategy[int]:
     return st.sampled_from([m.value for m in enum_cls])
 
 
+@st.composite
+def content_info(draw: st.DrawFn) -> wire.ContentInfo:
+    content, chunk_bytes = draw(pos32), draw(st.integers(1, wire.MAX_PAYLOAD))
+    signed = draw(st.booleans())
+    kind, sig = (wire.SigKind.HMAC_SHA256, draw(proof)) if signed else (wire.SigKind.NONE, b"")
+    title = draw(text(wire.MAX_TEXT))
+    if draw(st.booleans()):
+        return wire.ContentInfo(content, wire.ContentMode.LIVE, chunk_bytes, draw(st.integers(1, wire.U32)), 0,
+                                draw(st.integers(0, 2**64 - 1)), 0, bytes(32), title, kind, sig)
+    total = draw(st.integers(0, chunk_bytes * 1000))
+    return wire.ContentInfo(content, wire.ContentMode.DOWNLOAD, chunk_bytes, 0, total, 0, -(-total // chunk_bytes),
+                            draw(st.binary(min_size=32, max_size=32)), title, kind, sig)
+
+
+@st.composite
+def stripe_range(draw: st.DrawFn, stripes: int = 16, chunks: int = wire.U32) -> tuple[int, int, int]:
+    first = draw(st.integers(0, chunks))
+    return first, draw(st.integers(first, chunks)), draw(st.integers(1, (1 << stripes) - 1))
+
+
+@st.composite
+def vod_plan(draw: st.DrawFn) -> wire.VodPlan:
+    chunks, stripes = draw(st.integers(1, 1 << 20)), draw(st.integers(1, wire.VOD_MAX_STRIPES))
+    sources = []
+    for _ in range(draw(st.integers(0, 4))):
+        first, end, mask = draw(stripe_range(stripes, chunks))
+        sources.append(wire.VodSource(draw(codes(wire.VodKind)), draw(ip), draw(port), first, end, mask,
+                                      draw(st.integers(0, 2**64 - 1)), draw(u32)))
+    return wire.VodPlan(draw(pos32), draw(pos32), chunks, draw(st.integers(1, 60_000)),
+                        draw(st.integers(1, wire.MAX_PAYLOAD - 64)), stripes, tuple(sources))
+
+
+@st.composite
+def vod_pull(draw: st.DrawFn) -> wire.VodPull:
+    stripes = draw(st.integers(1, wire.VOD_MAX_STRIPES))
+    first, end, mask = draw(stripe_range(stripes))
+    group = draw(st.one_of(st.just("0.0.0.0"), st.integers(0xE0000000, 0xEFFFFFFF).map(
+        lambda n: str(ipaddress.IPv4Address(n)))))
+    return wire.VodPull(draw(pos32), draw(pos32), draw(pos32), first, end, stripes, mask,
+                        draw(st.integers(0, 2**64 - 1)), group, draw(port))
+
+
+@st.composite
+def vod_lost(draw: st.DrawFn) -> wire.VodLost:
+    first, end, mask = draw(stripe_range(wire.VOD_MAX_STRIPES))
+    return wire.VodLost(draw(pos32), draw(u32), draw(codes(wire.VodKind)), first, end, mask)
+
+
+@st.composite
+def vod_piece(draw: st.DrawFn) -> wire.VodPiece:
+    chunk_len = draw(st.integers(1, 20_000))
+    pieces = -(-chunk_len // wire.VOD_MAX_PIECE)
+    piece = draw(st.integers(0, pieces - 1))
+    size = min(wire.VOD_MAX_PIECE, chunk_len - piece * wire.VOD_MAX_PIECE)
+    return wire.VodPiece(draw(pos32), draw(u32), piece, pieces, chunk_len,
+                         draw(st.binary(min_size=size, max_size=size)))
+
+
 MESSAGES: dict[type[wire.Message], st.SearchStrategy[wire.Message]] = {
     wire.Hello: st.builds(wire.Hello, text(wire.MAX_NAME, 1), nonce),
     wire.Challenge: st.builds(wire.Challenge, nonce),
@@ -99,6 +158,14 @@ MESSAGES: dict[type[wire.Message], st.SearchStrategy[wire.Message]] = {
     wire.ChunkReq: st.builds(wire.ChunkReq, pos32, u32),
     wire.ChunkResp: chunk_resp(),
     wire.Error: st.builds(wire.Error, codes(wire.ErrorCode), u8, text(wire.MAX_TEXT)),
+    wire.ContentInfoReq: st.builds(wire.ContentInfoReq, pos32),
+    wire.ContentInfo: content_info(),
+    wire.VodPlay: st.builds(wire.VodPlay, pos32, pos32, port, st.integers(0, 1)),
+    wire.VodPlan: vod_plan(),
+    wire.VodPull: vod_pull(),
+    wire.VodStatus: st.builds(wire.VodStatus, pos32, codes(wire.VodState)),
+    wire.VodLost: vod_lost(),
+    wire.VodPiece: vod_piece(),
 }
 any_message = st.one_of(*MESSAGES.values())
 

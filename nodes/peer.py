@@ -1,0 +1,415 @@
+"""Role ``peer``: a CoolStreaming/DONet-like data-driven P2P peer (document chapters 3 and 4) that views a live
+stream or downloads a file.
+
+It is the document's peer modules (each its own module in nodes/):
+
+- Membership & Partnership Manager and Member Scheduler: nodes/overlay.py (tracker session, deputies, mCache in
+  nodes/membership.py, partnerships, replacing useless partners);
+- Network Manager: nodes/peer_link.py (persistent TCP connections over the shared wire format);
+- Content Manager, chunk buffer and buffer maps: nodes/chunk_buffer.py;
+- Data Scheduler: nodes/data_scheduler.py (policy ``deadline`` or the ``round_robin`` baseline);
+- Player Adapter: nodes/player.py (token bucket, skips or stalls; download mode: the file is written in place
+  and its SHA-256 checked against the source's signed content info);
+- Search Engine: CONTENTS_REQ by word to the tracker (``search``) and to partners, answered by every node;
+- hybrid fixed-mobile mode (main and local nodes of an ad-hoc network): nodes/hybrid.py.
+
+The shared engine (messages, serving, integrity, gossip, accounting) is nodes/stream_node.py. What a peer logs and
+every ``args`` field: docs/streaming-protocol.md. Exit status: 0, 2 bad configuration (e.g. a tracker outside a
+local node's scope, a content of the other mode), 3 refused by the tracker (wrong credentials).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from nodes import wire
+from nodes.chunk_buffer import Chunk, FileBuffer, LiveBuffer
+from nodes.data_scheduler import Candidate, DataScheduler
+from nodes.overlay import Overlay
+from nodes.peer_link import Link
+from nodes.player import LivePlayer
+from nodes.runtime import NodeContext, run_role
+from nodes.stream_config import StreamParams
+from nodes.stream_node import StreamNode
+
+
+class Config(StreamParams):
+    """``args`` of a peer process (the shared fields are in nodes/stream_config.py)."""
+
+    scheduler: Literal["deadline", "round_robin"] = Field(default="deadline", description="data scheduler policy")
+    schedule_interval: float = Field(default=0.2, gt=0, description="seconds between scheduling rounds (also "
+                                                                    "run at once when a buffer map or chunk arrives)")
+    max_outstanding: int = Field(default=4, ge=1, le=64, description="requests in flight per partner")
+    urgent: float = Field(default=3.0, ge=0, description="deadline policy: chunks due within this many seconds "
+                                                         "are scheduled first")
+    timeout_factor: float = Field(default=3.0, gt=0, description="request timeout = factor x expected transfer time")
+    timeout_min: float = Field(default=1.0, gt=0)
+    timeout_max: float = Field(default=10.0, gt=0)
+    rescue: float = Field(default=1.5, ge=0, description="live: a request still unanswered this many seconds "
+                                                         "before the chunk's deadline is asked elsewhere")
+    chunk_duration: float = Field(default=1.0, gt=0, description="live: seconds per chunk, until the source's "
+                                                                 "content info says otherwise")
+    startup_buffer: float = Field(default=5.0, gt=0, description="live: seconds of contiguous chunks held before "
+                                                                 "playback starts")
+    start_lag: float = Field(default=10.0, ge=0, description="live: start this many seconds behind the live edge")
+    on_missing: Literal["skip", "stall"] = Field(default="skip", description="live: what the player does when a "
+                                                                             "chunk is missing at its deadline")
+    max_stall: float = Field(default=5.0, ge=0, description="stall: longest wait for one chunk before skipping it")
+    bucket: int = Field(default=4, ge=1, description="token bucket depth = the player's buffer, in chunks")
+    decoder: bool = Field(default=False, description="feed the chunks to nodes/decoder.py (ffmpeg)")
+    leave_after: float | None = Field(default=None, gt=0, description="leave the overlay after this many seconds")
+    output: str | None = Field(default=None, description="download: where to write the file (default: a "
+                                                         "temporary file, removed at exit)")
+    search: str | None = Field(default=None, max_length=wire.MAX_NAME,
+                               description="ask the tracker and the first partner for contents matching this word")
+    pollute: float = Field(default=0.0, ge=0, le=1, description="share of served chunks corrupted on purpose "
+                                                               "(an attacker, for experiments)")
+
+    @model_validator(mode="after")
+    def _peer(self) -> Config:
+        if self.timeout_max < self.timeout_min:
+            raise ValueError("timeout_max must be at least timeout_min")
+        return self
+
+
+class PeerNode(StreamNode):
+    """A viewer (live) or downloader, and a supplier to its partners."""
+
+    role_label = "peer"
+    cfg: Config
+
+    def __init__(self, ctx: NodeContext, cfg: Config):
+        super().__init__(ctx, cfg)
+        self.sched = DataScheduler(cfg.scheduler, cfg.max_outstanding, cfg.urgent, cfg.timeout_factor,
+                                   cfg.timeout_min, cfg.timeout_max, cfg.rescue, rng=ctx.rng)
+        self.kick_event = asyncio.Event()
+        self.arrived = asyncio.Event()
+        self.t_start = time.time()
+        self.player: LivePlayer | None = None
+        self.done = False
+        self.info_asked = 0.0
+        self.timeouts = 0
+        self.out_path: Path | None = None
+        self._decode_queue: asyncio.Queue[bytes | None] | None = None
+        self._decoder_closed = asyncio.Event()
+        if cfg.mode == "live":
+            self.buffer = LiveBuffer(cfg.content, cfg.window)
+            self.player = LivePlayer(ctx.log.emit, cfg.content, cfg.chunk_duration,
+                                     startup=max(1, math.ceil(cfg.startup_buffer / cfg.chunk_duration - 1e-9)),
+                                     on_missing=cfg.on_missing, max_stall=cfg.max_stall, bucket=cfg.bucket,
+                                     sink=self._to_decoder if cfg.decoder else None)
+
+    def kick(self) -> None:
+        self.kick_event.set()
+
+    # -- hooks ------------------------------------------------------------------------------------------------
+    def tasks(self) -> list[Any]:
+        out: list[Any] = [self._schedule_loop()]
+        if self.player is not None:
+            out.append(self._play_loop())
+        if self.cfg.leave_after is not None:
+            out.append(self._leave_later(self.cfg.leave_after))
+        if self.cfg.decoder and self.player is not None:
+            out.append(self._decode_loop())
+        return out
+
+    def partner_target(self, overlay: Overlay) -> int:
+        if self.done:
+            return 0  # a finished download stops looking for partners (it still accepts them)
+        return super().partner_target(overlay)
+
+    def joined(self, overlay: Overlay) -> None:
+        super().joined(overlay)
+        if self.cfg.search is not None and overlay.client is not None:
+            self.spawn(self._search_tracker(overlay, self.cfg.search))
+
+    async def _search_tracker(self, overlay: Overlay, word: str) -> None:
+        client = overlay.client
+        if client is None:
+            return
+        with contextlib.suppress(Exception):
+            found = await client.contents(word)
+            self.ctx.log.emit("search_result", src="tracker", word=word, contents=[c.fields() for c in found])
+
+    def prior_bw(self) -> float:
+        """Bandwidth assumed for a new partner (bytes/s) until its responses are measured."""
+        if self.info is None:
+            return 65536.0
+        if self.info.mode == wire.ContentMode.LIVE:
+            return 2.0 * self.info.chunk_bytes / (self.info.chunk_us / 1e6)
+        return float(self.info.chunk_bytes)
+
+    def on_partner_added(self, link: Link) -> None:
+        self.sched.add_partner(link, self.prior_bw())
+        if self.info is None:
+            link.send(wire.ContentInfoReq(self.cfg.content))
+            self.info_asked = time.time()
+        if self.cfg.search is not None and not self.searched:  # ask partners until one knows a match
+            link.send(wire.ContentsReq(self.cfg.search))
+        self.kick()
+
+    def on_partner_removed(self, link: Link) -> None:
+        self.sched.remove_partner(link)
+        self.kick()
+
+    def on_buffer_map(self, link: Link) -> None:
+        self.kick()
+
+    def on_refused(self, link: Link, chunk: int) -> None:
+        self.sched.on_refused(chunk, link)
+        self.kick()
+
+    def partner_problem(self, link: Link, now: float) -> str | None:
+        why = super().partner_problem(link, now)
+        if why is None and not link.main:
+            sup = self.sched.suppliers.get(link)
+            if sup is not None and sup.timeouts_in_row >= self.cfg.slow_timeouts:
+                why = "slow"
+        return why
+
+    def tick(self, now: float) -> None:
+        links = self.partner_links()
+        if self.info is None and links and now - self.info_asked > 3.0:
+            self.info_asked = now
+            self.ctx.rng.choice(sorted(links, key=lambda lk: lk.id)).send(wire.ContentInfoReq(self.cfg.content))
+
+    def chunk_data(self, chunk: Chunk) -> bytes | None:
+        if self.cfg.pollute and self.ctx.rng.random() < self.cfg.pollute and chunk.data:
+            bad = bytearray(chunk.data)
+            bad[self.ctx.rng.randrange(len(bad))] ^= 0xFF
+            self.ctx.log.emit("chunk_polluted", chunk=chunk.id)
+            return bytes(bad)
+        return None
+
+    def extra_traffic(self) -> dict[str, Any]:
+        return {"pending": len(self.sched.pending), "timeouts": self.timeouts}
+
+    def set_info(self, info: wire.ContentInfo, link: Link | None) -> None:
+        if self.info is not None:
+            return
+        expected = wire.ContentMode.LIVE if self.cfg.mode == "live" else wire.ContentMode.DOWNLOAD
+        if info.mode != expected:
+            self.ctx.log.emit("content_info", error=f"the content is {wire.ContentMode(info.mode).name.lower()}, "
+                                                    f"this peer is in {self.cfg.mode} mode")
+            self.fail(2)
+            return
+        self.info = info
+        fields: dict[str, Any] = {"src": link.name if link else None, "mode": self.cfg.mode, "title": info.title,
+                                  "chunk_bytes": info.chunk_bytes}
+        if self.player is not None:
+            dur = info.chunk_us / 1e6
+            self.player.duration = dur
+            self.player.startup = max(1, math.ceil(self.cfg.startup_buffer / dur - 1e-9))
+            fields.update(chunk_s=dur, start=info.start_us / 1e6)
+        else:
+            self.out_path = Path(self.cfg.output) if self.cfg.output else Path(tempfile.gettempdir()) / (
+                f"streambed-download-{self.ctx.node}.{self.ctx.proc}-{os.getpid()}.bin")
+            self.buffer = FileBuffer(self.cfg.content, info, self.out_path)
+            fields.update(bytes=info.total_bytes, chunks=info.chunks, sha256=info.sha256.hex(),
+                          output=str(self.out_path))
+        self.ctx.log.emit("content_info", **fields)
+        for lk in self.partner_links():
+            self.sched.add_partner(lk, self.prior_bw())
+        self.kick()
+
+    # -- chunks -----------------------------------------------------------------------------------------------
+    def on_chunk(self, link: Link, msg: wire.ChunkResp) -> None:
+        now = time.time()
+        req = self.sched.on_response(now, msg.chunk, link, len(msg.data))
+        link.chunks_down += 1
+        link.last_exchange = now
+        buf = self.buffer
+        if buf is None or not buf.put(Chunk.of(msg)):
+            self.dup_chunks += 1
+            return
+        fields: dict[str, Any] = {"chunk": msg.chunk, "bytes": len(msg.data),
+                                  "source": "server" if link.server else "peer", "from": link.name}
+        if req is not None:
+            fields["ms"] = round((now - req.sent) * 1000, 1)
+        if link.overlay.side == "adhoc" and self.mains is not None:
+            fields["via"] = "adhoc"
+        self.ctx.log.emit("chunk_recv", **fields)
+        self.arrived.set()
+        self.kick()
+        if isinstance(buf, FileBuffer) and buf.complete and not self.done:
+            self._download_done(now, buf)
+
+    def _download_done(self, now: float, buf: FileBuffer) -> None:
+        assert self.info is not None
+        self.done = True
+        sha = buf.sha256()
+        ok = sha == self.info.sha256.hex()
+        self.ctx.log.emit("download_complete", bytes=self.info.total_bytes, chunks=self.info.chunks, sha256=sha,
+                          ok=ok, seconds=round(now - self.t_start, 3),
+                          output=str(self.out_path) if self.cfg.output else None)
+
+    def _allowed(self, link: Link, chunk: int, deadline: float | None, now: float) -> bool:
+        """Hybrid main: chunks outside this main's share come over the ad-hoc side (unless nearly due)."""
+        h = self.cfg.hybrid
+        if self.mains is None or h is None or not h.share or link.overlay.side != "internet":
+            return True
+        if self.mains.fetches(chunk):
+            return True
+        return h.share_fallback is not None and deadline is not None and deadline - now <= h.share_fallback
+
+    def candidates(self, now: float) -> list[Candidate]:
+        buf = self.buffer
+        links = [lk for lk in self.partner_links() if lk.bm is not None]
+        if buf is None or not links:
+            return []
+        out: list[Candidate] = []
+        if isinstance(buf, FileBuffer):
+            assert self.info is not None
+            for c in buf.missing():
+                if self.sched.is_pending(c):
+                    continue
+                holders = [lk for lk in links if lk.has(c)]
+                if holders:
+                    out.append(Candidate(c, None, holders, self.info.chunk_size(c)))
+            return out
+        player = self.player
+        assert player is not None
+        lo = player.needed_from()
+        if lo is None:
+            return []
+        hi = min(max(lk.bm_newest for lk in links), lo + buf.window - 1)
+        size = self.info.chunk_bytes if self.info is not None else 65536
+        skip = player.on_missing == "skip" and player.playing
+        for c in range(max(lo, buf.base), hi + 1):
+            if buf.has(c) or self.sched.is_pending(c):
+                continue
+            deadline = player.deadline(c, now)
+            if skip and deadline < now:
+                continue
+            holders = [lk for lk in links if lk.has(c) and self._allowed(lk, c, deadline, now)]
+            if holders:
+                out.append(Candidate(c, deadline, holders, size))
+        return out
+
+    def _maybe_start(self, now: float) -> None:
+        """Choose the first chunk: ``start_lag`` behind the live edge the source's content info implies."""
+        player = self.player
+        if player is None or player.state != "waiting":
+            return
+        if self.info is not None:
+            dur = self.info.chunk_us / 1e6
+            edge = math.floor((now - self.info.start_us / 1e6) / dur)
+        else:
+            newest = [lk.bm_newest for lk in self.partner_links() if lk.bm is not None]
+            if now - self.t_start < 5.0 or not newest:
+                return
+            dur, edge = self.cfg.chunk_duration, max(newest)
+        if edge < 0:
+            return
+        start = max(0, edge - round(self.cfg.start_lag / dur))
+        player.start_at(start)
+        self.ctx.log.emit("start_chunk", chunk=start, edge=edge, lag_chunks=edge - start)
+        self.arrived.set()
+
+    async def _schedule_loop(self) -> None:
+        cfg, content = self.cfg, self.cfg.content
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(cfg.schedule_interval):  # (no task per wait, unlike wait_for)
+                    await self.kick_event.wait()
+            self.kick_event.clear()
+            try:
+                now = time.time()
+                for r in self.sched.expire(now):
+                    self.timeouts += 1
+                    self.ctx.log.emit("chunk_timeout", chunk=r.chunk, **{"from": r.partner.name})  # type: ignore[attr-defined]
+                if self.player is not None:
+                    self._maybe_start(now)
+                    lo = self.player.needed_from()
+                    if lo is not None:
+                        self.sched.forget(lo)
+                for r in self.sched.plan(now, self.candidates(now)):
+                    link: Link = r.partner  # type: ignore[assignment]
+                    link.send(wire.ChunkReq(content, r.chunk))
+                    due = self._deadline(r.chunk, now)
+                    self.ctx.log.emit("chunk_req", chunk=r.chunk, to=link.name,
+                                      due_in=None if due is None else round(due - now, 3))
+            except Exception as exc:  # noqa: BLE001 - one bad round must not stop the scheduler
+                self.ctx.log.emit("node_error", where="data scheduler", error=f"{type(exc).__name__}: {exc}")
+
+    def _deadline(self, chunk: int, now: float) -> float | None:
+        return self.player.deadline(chunk, now) if self.player is not None else None
+
+    # -- playback ---------------------------------------------------------------------------------------------
+    async def _play_loop(self) -> None:
+        player = self.player
+        assert player is not None and self.buffer is not None
+        player.request(time.time())
+        get = self.buffer.get
+        while True:
+            self.arrived.clear()
+            wake = player.step(time.time(), get)  # type: ignore[arg-type]
+            delay = max(0.0, min(wake - time.time(), 1.0))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self.arrived.wait()
+
+    def _to_decoder(self, chunk: Chunk) -> None:
+        if self._decode_queue is not None:
+            self._decode_queue.put_nowait(chunk.data)
+
+    async def _decode_loop(self) -> None:
+        try:
+            from nodes.decoder import Decoder  # optional: the ffmpeg decoder of nodes/decoder.py
+        except ImportError:
+            self.ctx.log.emit("decoder_unavailable", reason="nodes.decoder is not installed")
+            return
+        dec = await Decoder.start(self.ctx.log)
+        if dec is None:  # ffmpeg could not start (logged by the decoder): play without it
+            return
+        self._decode_queue = asyncio.Queue()
+        try:
+            while (data := await self._decode_queue.get()) is not None:
+                await dec.feed(data)
+        finally:
+            self._decode_queue = None
+            await dec.close(timeout=2.0)
+            self._decoder_closed.set()
+
+    async def _leave_later(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        self.stop_reason = "left"
+        self.stop.set()
+
+    async def finish(self) -> None:
+        now = time.time()
+        if self.player is not None:
+            self.player.end(now, self.stop_reason)
+        if self._decode_queue is not None:  # end of stream for the decoder; its last words before we go
+            self._decode_queue.put_nowait(None)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2.5):
+                    await self._decoder_closed.wait()
+        if isinstance(self.buffer, FileBuffer):
+            if not self.done:
+                self.ctx.log.emit("download_incomplete", chunks=self.buffer.count, of=self.buffer.info.chunks)
+            self.buffer.close()
+            if self.cfg.output is None and self.out_path is not None:
+                with contextlib.suppress(OSError):
+                    self.out_path.unlink()
+
+
+async def main(ctx: NodeContext, cfg: Config) -> int:
+    node = PeerNode(ctx, cfg)
+    ctx.log.emit("peer_ready", port=cfg.listen_port, content=cfg.content, mode=cfg.mode, scheduler=cfg.scheduler,
+                 partners=cfg.partners, max_partners=cfg.max_partners, window=cfg.window,
+                 hybrid=cfg.hybrid.role if cfg.hybrid else None)
+    return await node.run()
+
+
+if __name__ == "__main__":
+    run_role(Config, main)

@@ -1,0 +1,552 @@
+"""What a streaming peer and a source have in common: listening, connections, partnerships, buffer maps,
+membership gossip, serving chunks, integrity checks and traffic accounting (roles ``peer`` and ``source`` build on
+:class:`StreamNode`; the tracker can run one in its own process).
+
+Message handling on a connection (the document's messages, 3.3.4), whoever opened it:
+
+- REACH_PROBE (the tracker's NAT test) -> REACH_ACK; MEMBERS_REQ -> MEMBERS_RESP with this node first (it acts as
+  the tracker's deputy, 3.3.5); CONTENTS_REQ -> the contents it carries matching the word (search engine,
+  3.3.2.6); CONTENT_INFO_REQ -> the source's signed description of the content, if known;
+- MEMBERSHIP -> mCache; a new one (newer sequence number) is forwarded to ``gossip_fanout`` other partners;
+- PARTNERSHIP_REQ / RESP / REMOVE -> the overlay's partnership rules (nodes/overlay.py);
+- BUFFER_MAP (partners only) -> the partner's availability, for the data scheduler;
+- CHUNK_REQ (partners only) -> queued for the uploader; ERROR no-such-chunk (reason ``chunk <id>``) when the chunk
+  is not held, ERROR busy beyond ``max_queue`` queued requests;
+- CHUNK_RESP (partners only) -> with a content key, the source's HMAC signature is checked first: a chunk that
+  fails is rejected (``chunk_rejected``), never stored or forwarded, and its sender is dropped (``partner_drop``
+  reason ``corrupt``) and banned for ``ban_for`` seconds.
+
+Anything malformed or out of place is logged (``bad_frame``, at most ``max_bad_frames`` per connection, then the
+connection is closed) and never stops the node; an unexpected exception costs one connection (``node_error``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import socket
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+from nodes import wire
+from nodes.chunk_buffer import Chunk, FileBuffer, LiveBuffer
+from nodes.hybrid import MainsView, Scope
+from nodes.overlay import Overlay
+from nodes.peer_link import Link
+from nodes.runtime import NodeContext
+from nodes.stream_config import StreamParams
+from nodes.wire import ErrorCode, FramedStream, JoinFlag, MsgType, PartnerReason
+
+CHUNK_REASON = re.compile(r"chunk (\d{1,10})")
+
+
+def _libc() -> Any:
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
+class StreamNode:
+    """The shared engine of a streaming node; subclasses add the data side (peer) or production (source)."""
+
+    role_label = "node"
+
+    def __init__(self, ctx: NodeContext, cfg: StreamParams):
+        self.ctx, self.cfg = ctx, cfg
+        self.key = cfg.key.encode() if cfg.key else None
+        self.info: wire.ContentInfo | None = None
+        self.buffer: LiveBuffer | FileBuffer | None = None
+        self.links: set[Link] = set()
+        self.totals = wire.ByteCounters()  # counters of closed connections
+        self._reported = wire.ByteCounters()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.stop = asyncio.Event()
+        self.exit_code = 0
+        self.stop_reason = "stopped"
+        self.leaving = False
+        self.names = {ip: name for name, ip in ctx.hosts.items()}
+        self.mains: MainsView | None = None
+        self.scope = Scope(cfg.hybrid.scope) if cfg.hybrid else Scope()
+        self.overlays = self._overlays()
+        self.rejected_chunks = 0
+        self.dup_chunks = 0
+        self.searched = False  # a search (CONTENTS_REQ) found something
+        self.server: asyncio.base_events.Server | None = None
+        self._libc: Any = None
+
+    # -- hooks for subclasses ---------------------------------------------------------------------------------
+    def join_flags(self) -> int:
+        return 0
+
+    def partner_target(self, overlay: Overlay) -> int:
+        if overlay.side == "adhoc" and self.cfg.hybrid is not None and self.cfg.hybrid.role == "main":
+            return self.cfg.hybrid.local_partners
+        return self.cfg.partners
+
+    def accepts_partners(self) -> bool:
+        return True
+
+    def on_partner_added(self, link: Link) -> None:
+        """A partnership started."""
+
+    def on_partner_removed(self, link: Link) -> None:
+        """A partnership ended."""
+
+    def on_chunk(self, link: Link, msg: wire.ChunkResp) -> None:
+        """A verified chunk from a partner."""
+        self.bad(link, "CHUNK_RESP to a node that does not request chunks", "protocol")
+
+    def on_refused(self, link: Link, chunk: int) -> None:
+        """A partner answered a chunk request with ERROR no-such-chunk or busy."""
+
+    def on_buffer_map(self, link: Link) -> None:
+        """A partner's buffer map arrived."""
+
+    def set_info(self, info: wire.ContentInfo, link: Link | None) -> None:
+        """The content's description arrived (verified)."""
+        if self.info is None:
+            self.info = info
+
+    def chunk_data(self, chunk: Chunk) -> bytes | None:
+        """The data to send for ``chunk`` (None = as stored)."""
+        return None
+
+    def on_chunk_sent(self, link: Link, chunk: Chunk, nbytes: int) -> None:
+        """A chunk went out to a partner."""
+
+    def share_changed(self, overlay: Overlay) -> None:
+        if self.mains is not None:
+            i, k = self.mains.share
+            self.ctx.log.emit("hybrid_share", i=i, k=k, mains=self.mains.mains(), me=self.mains.me)
+
+    def tick(self, now: float) -> None:
+        """Once per member scheduler round."""
+
+    def extra_traffic(self) -> dict[str, Any]:
+        return {}
+
+    async def finish(self) -> None:
+        """Last words before the connections close (end of playback, final counters)."""
+
+    def tasks(self) -> list[Coroutine[Any, Any, None]]:
+        return []
+
+    # -- set-up -----------------------------------------------------------------------------------------------
+    def _overlays(self) -> list[Overlay]:
+        cfg, h = self.cfg, self.cfg.hybrid
+        common = {"tracker": cfg.tracker, "port": cfg.tracker_port, "user": cfg.user, "secret": cfg.secret,
+                  "join_flags": self.join_flags()}
+        if h is None:
+            return [Overlay(self, "internet", **common)]
+        if h.role == "local":
+            return [Overlay(self, "adhoc", scope=self.scope, servers=False, **common)]
+        self.mains = MainsView()
+        assert h.local_tracker and h.local_user and h.local_secret
+        return [Overlay(self, "internet", exclude_scope=self.scope, **common),
+                Overlay(self, "adhoc", tracker=h.local_tracker, port=h.local_port, user=h.local_user,
+                        secret=h.local_secret, join_flags=JoinFlag.SOURCE | JoinFlag.NO_REDIRECT, scope=self.scope,
+                        mains=self.mains, servers=False, bind=h.bind)]
+
+    def overlay_for(self, ip: str) -> Overlay | None:
+        """Which overlay an inbound connection from ``ip`` belongs to (None: outside a local node's scope)."""
+        if len(self.overlays) == 2:
+            return self.overlays[1] if ip in self.scope else self.overlays[0]
+        ov = self.overlays[0]
+        return ov if ip in ov.scope else None
+
+    def name_of(self, ip: str) -> str:
+        return self.names.get(ip, ip)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def fail(self, code: int) -> None:
+        self.exit_code = code
+        self.stop_reason = "failed"
+        self.stop.set()
+
+    def joined(self, overlay: Overlay) -> None:
+        """The overlay's tracker answered: run the member scheduler at once."""
+        overlay.tick(time.time())
+
+    # -- main -------------------------------------------------------------------------------------------------
+    async def run(self) -> int:
+        cfg = self.cfg
+        self.server = await asyncio.start_server(self._inbound, cfg.bind, cfg.listen_port, reuse_address=True)
+        loops = [self._every(cfg.member_interval, self._member_round), self._every(cfg.bm_interval, self._send_maps),
+                 self._every(cfg.membership_interval, self._announce),
+                 self._every(cfg.traffic_interval, self._traffic), self._every(30.0, self._trim_heap)]
+        for coro in [ov.tracker_loop() for ov in self.overlays] + loops + self.tasks():
+            self.spawn(coro)
+        try:
+            await self.stop.wait()
+        finally:
+            await self._shutdown()
+        return self.exit_code
+
+    async def _every(self, period: float, fn: Any) -> None:
+        while True:
+            await asyncio.sleep(period)
+            try:
+                fn(time.time())
+            except Exception as exc:  # noqa: BLE001 - a bug in one round must not stop the node
+                self.ctx.log.emit("node_error", where=getattr(fn, "__name__", "?"), error=f"{type(exc).__name__}: "
+                                                                                          f"{exc}")
+
+    async def _shutdown(self) -> None:
+        self.leaving = True
+        with contextlib.suppress(Exception):
+            await self.finish()
+        self._traffic(time.time())
+        for link in list(self.links):
+            if link.partner:
+                link.send(wire.PartnershipRemove(self.cfg.content, link.overlay.me or 1, PartnerReason.LEAVING))
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.gather(*(ov.leave() for ov in self.overlays)), 1.5)
+        with contextlib.suppress(Exception):  # all at once: the runner kills what is still running after 3 s
+            await asyncio.wait_for(asyncio.gather(*(self.close_link(link, "leaving") for link in list(self.links)),
+                                                  return_exceptions=True), 1.0)
+        if self.server is not None:
+            self.server.close()
+        for task in list(self._tasks):
+            if task is not asyncio.current_task():
+                task.cancel()
+
+    # -- connections ------------------------------------------------------------------------------------------
+    async def _inbound(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        cfg = self.cfg
+        stream = FramedStream(reader, writer, max_rejected_bytes=cfg.max_bad_bytes)
+        ip = stream.peername[0]
+        overlay = self.overlay_for(ip)
+        if overlay is None or self.leaving:
+            self.ctx.log.emit("conn_refused", src=ip, reason="outside the scope" if overlay is None else "leaving")
+            await stream.close()
+            return
+        link = Link(stream, overlay, inbound=True, name=self.name_of(ip), now=time.time())
+        self.attach(link)
+
+    def attach(self, link: Link) -> None:
+        link.stream.on_reject = lambda r: self.bad(link, r.reason, "framing", r.nbytes)
+        if self.cfg.send_buffer:
+            # a small socket buffer, and the uploader waits until its chunk has left user space: control messages
+            # then wait behind at most about one chunk (the kernel doubles SO_SNDBUF)
+            sock = link.stream.writer.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.cfg.send_buffer)
+            with contextlib.suppress(AttributeError, RuntimeError):
+                link.stream.writer.transport.set_write_buffer_limits(high=self.cfg.send_buffer // 2)
+        self.links.add(link)
+        link.tasks = [self.spawn(self._reader(link)), self.spawn(self._uploader(link))]
+
+    async def _reader(self, link: Link) -> None:
+        cfg = self.cfg
+        reason = "closed by the other side"
+        try:
+            while not link.closed:
+                if link.partner:
+                    timeout = 3 * cfg.stale_after
+                else:
+                    timeout = 2 * cfg.connect_timeout if link.state == "asking" else cfg.idle_timeout
+                msg = await link.stream.recv(timeout)
+                if msg is None:
+                    break
+                link.last_rx = time.time()
+                try:
+                    self.dispatch(link, msg)
+                except wire.WireError as exc:  # a message we could not answer (e.g. out-of-range values)
+                    self.bad(link, f"{msg.TYPE.name}: {exc}", "protocol")
+                if link.bad >= cfg.max_bad_frames:
+                    reason = f"{link.bad} bad frames or messages"
+                    break
+        except TimeoutError:
+            reason = "idle"
+        except wire.WireError as exc:
+            reason = f"garbage: {exc}"
+        except (OSError, ConnectionError) as exc:
+            reason = f"connection error: {exc}"
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug costs one connection, never the node
+            reason = "internal error"
+            self.ctx.log.emit("node_error", where="reader", peer=link.peer, error=f"{type(exc).__name__}: {exc}")
+        if not link.closed:
+            await self.close_link(link, reason)
+
+    async def _uploader(self, link: Link) -> None:
+        content = self.cfg.content
+        try:
+            while not link.closed:
+                await link.wake.wait()
+                link.wake.clear()
+                while link.queue and not link.closed:
+                    cid = link.queue.popleft()
+                    chunk = self.buffer.get(cid) if self.buffer is not None else None
+                    if chunk is None:
+                        link.send(wire.Error(ErrorCode.NO_SUCH_CHUNK, MsgType.CHUNK_REQ, f"chunk {cid}"))
+                        continue
+                    msg = chunk.message(content, self.chunk_data(chunk))
+                    before = link.stream.counters.data_up
+                    if not link.send(msg):
+                        return
+                    link.chunks_up += 1
+                    link.last_exchange = time.time()
+                    self.on_chunk_sent(link, chunk, link.stream.counters.data_up - before)
+                    await link.stream.writer.drain()
+        except (OSError, ConnectionError):
+            if not link.closed:
+                self.spawn(self.close_link(link, "connection error while sending"))
+
+    async def close_link(self, link: Link, reason: str, code: int | None = None) -> None:
+        if link.closed:
+            return
+        link.closed = True
+        ov = link.overlay
+        if link.partner:
+            link.state = "closed"
+            if link.peer is not None and ov.partners.get(link.peer) is link:
+                del ov.partners[link.peer]
+            fields: dict[str, Any] = {"overlay": ov.side, "peer": link.peer, "ip": link.ip, "reason": reason,
+                                      "inbound": link.inbound, "chunks_up": link.chunks_up,
+                                      "chunks_down": link.chunks_down,
+                                      "s": round(time.time() - link.added_at, 3)}
+            if code is not None:
+                fields["code"] = PartnerReason(code).name.lower() if code in PartnerReason._value2member_map_ \
+                    else code
+            self.ctx.log.emit("partner_drop", **fields)
+            try:
+                self.on_partner_removed(link)
+            except Exception as exc:  # noqa: BLE001
+                self.ctx.log.emit("node_error", where="partner_removed", error=f"{type(exc).__name__}: {exc}")
+            if link.main and ov.mains is not None and link.peer is not None and ov.mains.lost(link.peer):
+                self.share_changed(ov)
+        link.state = "closed"
+        if not link.inbound and link.peer is not None:
+            ov.connecting.discard(link.peer)
+        self.links.discard(link)
+        self.totals.add(link.stream.counters)
+        await link.close()
+
+    def drop(self, link: Link, why: str, code: int) -> None:
+        """End a partnership on our side, telling the partner (PARTNERSHIP_REMOVE)."""
+        link.send(wire.PartnershipRemove(self.cfg.content, link.overlay.me or 1, code))
+        if link.peer is not None and why != "corrupt":
+            link.overlay.mcache.failed(link.peer, time.time(), self.cfg.retry_after)
+        self.spawn(self.close_link(link, why, code))
+
+    def become_partner(self, link: Link) -> None:
+        ov, now = link.overlay, time.time()
+        assert link.peer is not None
+        link.state = "partner"
+        link.added_at = link.last_exchange = link.bm_at = link.last_rx = now
+        ov.partners[link.peer] = link
+        ov.connecting.discard(link.peer)
+        member = ov.mcache.get(link.peer)
+        if member is not None:
+            member.fails = 0
+        self.ctx.log.emit("partner_add", overlay=ov.side, peer=link.peer, ip=link.ip, port=link.port,
+                          inbound=link.inbound, server=link.server, main=link.main, partners=len(ov.partners))
+        if self.buffer is not None:
+            link.send(self.buffer.buffer_map())
+        if link.main and ov.mains is not None and ov.mains.alive(link.peer):
+            self.share_changed(ov)
+        self.on_partner_added(link)
+
+    def partner_problem(self, link: Link, now: float) -> str | None:
+        """Why the member scheduler should replace this partner (None: keep it)."""
+        cfg = self.cfg
+        # stale: silent for stale_after, or no buffer map for three times that (on a congested link buffer maps
+        # wait behind chunk data; the partner is alive as long as its messages keep coming)
+        if now - link.last_rx > cfg.stale_after or now - link.bm_at > 3 * cfg.stale_after:
+            return "stale"
+        if link.main:
+            return None  # mains of one ad-hoc network always stay partners
+        if now - max(link.added_at, link.last_exchange) > cfg.useless_after:
+            return "useless"
+        return None
+
+    def partner_links(self) -> list[Link]:
+        return [lk for ov in self.overlays for lk in ov.partners.values()]
+
+    # -- messages ---------------------------------------------------------------------------------------------
+    def bad(self, link: Link, reason: str, kind: str, nbytes: int = 0) -> None:
+        link.bad += 1
+        if link.logged_bad < self.cfg.max_bad_frames:
+            link.logged_bad += 1
+            self.ctx.log.emit("bad_frame", src=link.ip, peer=link.peer, reason=reason, kind=kind, bytes=nbytes)
+
+    def dispatch(self, link: Link, msg: wire.Message) -> None:
+        cfg, ov, now = self.cfg, link.overlay, time.time()
+        content = getattr(msg, "content", None)
+        if content not in (None, 0) and content != cfg.content and not isinstance(msg, wire.PartnershipReq):
+            self.bad(link, f"{msg.TYPE.name} for content {content}, not carried here", "protocol")
+            if isinstance(msg, wire.MembersReq | wire.ChunkReq | wire.ContentInfoReq):
+                link.send(wire.Error(ErrorCode.UNKNOWN_CONTENT, msg.TYPE, f"no content {content}"))
+            return
+        if isinstance(msg, wire.ChunkResp):
+            self._chunk_resp(link, msg)
+        elif isinstance(msg, wire.ChunkReq):
+            self._chunk_req(link, msg)
+        elif isinstance(msg, wire.BufferMap):
+            if link.partner:
+                link.set_bm(msg, now)
+                self.on_buffer_map(link)
+        elif isinstance(msg, wire.Membership):
+            self._membership(link, msg, now)
+        elif isinstance(msg, wire.PartnershipReq):
+            ov.on_request(link, msg)
+        elif isinstance(msg, wire.PartnershipResp):
+            ov.on_answer(link, msg)
+        elif isinstance(msg, wire.PartnershipRemove | wire.Leave):
+            if isinstance(msg, wire.Leave) or (link.partner and msg.peer == link.peer):
+                code = msg.reason if isinstance(msg, wire.PartnershipRemove) else PartnerReason.LEAVING
+                self.spawn(self.close_link(link, "removed by the partner", code))
+            else:
+                self.bad(link, "PARTNERSHIP_REMOVE of no partnership", "protocol")
+        elif isinstance(msg, wire.MembersReq):
+            exclude = {ov.me} | ({link.peer} if link.peer is not None else set())
+            entries = [ov.my_entry()] if ov.me else []
+            entries += ov.mcache.sample(max(0, msg.want - len(entries)), exclude, self.ctx.rng.sample)
+            link.send(wire.MembersResp(cfg.content, tuple(entries[:msg.want])))
+            self.ctx.log.emit("members_served", overlay=ov.side, to_peer=link.peer, src=link.ip,
+                              members=len(entries[:msg.want]))
+        elif isinstance(msg, wire.MembersResp):
+            ov.mcache.learn(msg.members, now)
+        elif isinstance(msg, wire.ContentInfoReq):
+            if self.info is not None:
+                link.send(self.info)
+            else:
+                link.send(wire.Error(ErrorCode.UNKNOWN_CONTENT, msg.TYPE, "content info not known yet"))
+        elif isinstance(msg, wire.ContentInfo):
+            if self.key is not None and not msg.signed_by(self.key):
+                self.bad(link, "CONTENT_INFO_RESP without the source's signature", "protocol")
+            elif self.info is None:
+                self.set_info(msg, link)
+        elif isinstance(msg, wire.ContentsReq):
+            link.send(wire.ContentsResp(tuple(self.contents(msg.word))))
+        elif isinstance(msg, wire.ContentsResp):
+            self.ctx.log.emit("search_result", src=link.name, peer=link.peer,
+                              contents=[c.fields() for c in msg.contents])
+            self.searched = self.searched or bool(msg.contents)
+        elif isinstance(msg, wire.ReachProbe):
+            link.send(wire.ReachAck(msg.token))
+            self.ctx.log.emit("reach_probe_answered", src=link.ip)
+        elif isinstance(msg, wire.Error):
+            self._error(link, msg)
+        else:
+            self.bad(link, f"{msg.TYPE.name} is not a peer message", "protocol")
+            link.send(wire.Error(ErrorCode.UNSUPPORTED, msg.TYPE, "not a peer message"))
+
+    def contents(self, word: str) -> list[wire.ContentEntry]:
+        """The search engine's answer (3.3.2.6): the contents carried here whose title contains ``word``."""
+        title = self.info.title if self.info is not None and self.info.title else f"content {self.cfg.content}"
+        if word.casefold() not in title.casefold():
+            return []
+        return [wire.ContentEntry(self.cfg.content, title, min(len(self.partner_links()), 0xFFFF))]
+
+    def _membership(self, link: Link, msg: wire.Membership, now: float) -> None:
+        ov = link.overlay
+        if link.peer is None:
+            link.peer, link.port = msg.peer, msg.port
+        direct = msg.peer == link.peer
+        news = ov.mcache.heard(msg, now, direct=direct)
+        if direct and link.main and ov.mains is not None and ov.mains.alive(msg.peer):
+            self.share_changed(ov)
+        if news and self.cfg.gossip_fanout and msg.peer != ov.me:
+            others = sorted((lk for lk in ov.partners.values() if lk is not link and lk.peer != msg.peer),
+                            key=lambda lk: lk.id)
+            for lk in self.ctx.rng.sample(others, min(self.cfg.gossip_fanout, len(others))):
+                lk.send(msg)
+
+    def _chunk_req(self, link: Link, msg: wire.ChunkReq) -> None:
+        if not link.partner:
+            self.bad(link, "CHUNK_REQ from a node that is not a partner", "protocol")
+            link.send(wire.Error(ErrorCode.UNEXPECTED, msg.TYPE, "not a partner"))
+        elif self.buffer is None or not self.buffer.has(msg.chunk):
+            link.send(wire.Error(ErrorCode.NO_SUCH_CHUNK, msg.TYPE, f"chunk {msg.chunk}"))
+        elif len(link.queue) >= self.cfg.max_queue:
+            link.send(wire.Error(ErrorCode.BUSY, msg.TYPE, f"chunk {msg.chunk}"))
+        else:
+            link.queue.append(msg.chunk)
+            link.wake.set()
+
+    def _chunk_resp(self, link: Link, msg: wire.ChunkResp) -> None:
+        if not link.partner:
+            self.bad(link, f"CHUNK_RESP {msg.chunk} from a node that is not a partner", "protocol")
+            return
+        if self.key is not None and not wire.chunk_signed_by(msg, self.key):
+            self.rejected_chunks += 1
+            why = "no signature" if msg.sig_kind != wire.SigKind.HMAC_SHA256 else "bad signature"
+            self.ctx.log.emit("chunk_rejected", chunk=msg.chunk, bytes=len(msg.data), reason=why, peer=link.peer,
+                              **{"from": link.name})
+            if link.peer is not None:
+                link.overlay.mcache.ban(link.peer, time.time(), self.cfg.ban_for)
+            self.drop(link, "corrupt", PartnerReason.OTHER)
+            return
+        self.on_chunk(link, msg)
+
+    def _error(self, link: Link, msg: wire.Error) -> None:
+        if msg.about == MsgType.CHUNK_REQ and msg.code in (ErrorCode.NO_SUCH_CHUNK, ErrorCode.BUSY):
+            m = CHUNK_REASON.fullmatch(msg.reason)
+            if m:
+                self.on_refused(link, int(m.group(1)))
+                return
+        if msg.about == MsgType.CONTENT_INFO_REQ and msg.code == ErrorCode.UNKNOWN_CONTENT:
+            return  # a partner that does not know the content info yet: another one is asked later
+        if link.logged_bad < self.cfg.max_bad_frames:
+            link.logged_bad += 1
+            self.ctx.log.emit("error_received", src=link.ip, peer=link.peer, code=msg.code, about=msg.about,
+                              reason=msg.reason)
+
+    # -- periodic work ----------------------------------------------------------------------------------------
+    def _member_round(self, now: float) -> None:
+        for ov in self.overlays:
+            ov.tick(now)
+        self.tick(now)
+
+    def _trim_heap(self, now: float) -> None:
+        """Give the C heap's free pages back to the system (glibc ``malloc_trim``): start-up leaves a few MB of
+        freed memory behind, and many node processes share one machine."""
+        if self._libc is None:
+            self._libc = _libc() or False
+        if self._libc:
+            self._libc.malloc_trim(0)
+
+    def _send_maps(self, now: float) -> None:
+        if self.buffer is None:
+            return
+        bm = self.buffer.buffer_map()
+        for link in self.partner_links():
+            link.send(bm)
+
+    def _announce(self, now: float) -> None:
+        for ov in self.overlays:
+            if ov.me and ov.partners:
+                msg = ov.membership()
+                for link in ov.partners.values():
+                    link.send(msg)
+
+    def counters(self) -> wire.ByteCounters:
+        total = wire.ByteCounters()
+        total.add(self.totals)
+        for link in self.links:
+            total.add(link.stream.counters)
+        return total
+
+    def _traffic(self, now: float) -> None:
+        c = self.counters()
+        r = self._reported
+        self.ctx.log.emit("traffic", data_up=c.data_up - r.data_up, data_down=c.data_down - r.data_down,
+                          control_up=c.control_up - r.control_up, control_down=c.control_down - r.control_down,
+                          partners=len(self.partner_links()), connections=len(self.links),
+                          chunks=self.buffer.count if self.buffer is not None else 0, dups=self.dup_chunks,
+                          rejected=self.rejected_chunks, **self.extra_traffic())
+        self._reported = c

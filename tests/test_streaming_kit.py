@@ -1,0 +1,129 @@
+"""Support for the fast streaming tests (no tests of its own): a tracker, sources and peers as objects in one
+asyncio loop on loopback (no emulated network), each with its own event log and seed.
+
+``Cluster`` gives every node a distinct 127.0.0.x address (``bind``), so trackers see distinct addresses and
+scopes can be tested; ports are free ones found at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from nodes import peer, source, tracker
+from nodes.eventlog import EventLog
+from nodes.runtime import NodeContext
+
+USERS = {f"u{i}": f"pw{i}" for i in range(40)}
+
+
+def free_port(ip: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((ip, 0))
+        return int(s.getsockname()[1])
+
+
+class Cluster:
+    """Streaming nodes in one event loop. Use inside ``asyncio.run``; ``await cluster.stop()`` at the end."""
+
+    def __init__(self, folder: Path, seed: int = 1):
+        self.folder = folder
+        self.seed = seed
+        self.hosts: dict[str, str] = {}
+        self.logs: dict[str, EventLog] = {}
+        self.tasks: dict[str, asyncio.Task[Any]] = {}
+        self.nodes: dict[str, Any] = {}
+        self.ports: dict[str, int] = {}
+        self._next_ip = 1
+        self._users = iter(USERS.items())
+
+    def address(self, name: str, ip: str | None = None) -> str:
+        if name not in self.hosts:
+            if ip is None:
+                self._next_ip += 1
+                ip = f"127.0.0.{self._next_ip}"
+            self.hosts[name] = ip
+        return self.hosts[name]
+
+    def ctx(self, name: str, role: str) -> NodeContext:
+        log = EventLog(self.folder / "events" / f"{name}.jsonl", node=name, role=role, proc=role, flush_interval=0.05)
+        self.logs[name] = log
+        seed = self.seed * 1000 + len(self.logs)
+        return NodeContext(node=name, proc=role, role=role, seed=seed, hosts=self.hosts, log=log)
+
+    def user(self) -> tuple[str, str]:
+        return next(self._users)
+
+    async def tracker(self, name: str = "trk", ip: str | None = None, **args: Any) -> str:
+        host = self.address(name, ip)
+        port = free_port(host)
+        args = {"users": USERS, "bind": host, "port": port, "reach_timeout": 0.5, "stats_interval": 1.0,
+                "member_timeout": 6.0} | args
+        cfg = tracker.Config.model_validate(args)
+        self.ports[name] = port
+        self.tasks[name] = asyncio.ensure_future(tracker.main(self.ctx(name, "tracker"), cfg))
+        await asyncio.sleep(0.1)
+        return host
+
+    def _common(self, name: str, trk: str, ip: str | None, args: dict[str, Any]) -> dict[str, Any]:
+        host = self.address(name, ip)
+        user, secret = self.user()
+        out = {"tracker": trk, "tracker_port": self.ports[trk], "user": user, "secret": secret, "bind": host,
+               "listen_port": free_port(host), "key": "k3y", "connect_timeout": 1.0, "retry_after": 1.0,
+               "bm_interval": 0.5, "member_interval": 0.5}
+        return out | args
+
+    async def source(self, name: str = "src", trk: str = "trk", ip: str | None = None,
+                     **args: Any) -> source.SourceNode:
+        cfg = source.Config.model_validate(self._common(name, trk, ip, {"bitrate": 200_000} | args))
+        ctx = self.ctx(name, "source")
+        node = source.SourceNode(ctx, cfg)
+        await node.prepare()
+        self.nodes[name] = node
+        self.tasks[name] = asyncio.ensure_future(node.run())
+        await asyncio.sleep(0.05)
+        return node
+
+    async def peer(self, name: str, trk: str = "trk", ip: str | None = None, **args: Any) -> peer.PeerNode:
+        cfg = peer.Config.model_validate(self._common(name, trk, ip, {"start_lag": 3.0, "startup_buffer": 2.0}
+                                                      | args))
+        node = peer.PeerNode(self.ctx(name, "peer"), cfg)
+        self.nodes[name] = node
+        self.tasks[name] = asyncio.ensure_future(node.run())
+        return node
+
+    async def stop(self, *names: str) -> None:
+        for name in names or list(self.tasks):
+            task = self.tasks.pop(name, None)
+            if task is None:
+                continue
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(task, 5)
+            self.logs[name].flush()
+
+    def events(self, name: str, event: str | None = None) -> list[dict[str, Any]]:
+        self.logs[name].flush()
+        path = self.folder / "events" / f"{name}.jsonl"
+        out = []
+        for line in path.read_text().splitlines():
+            rec = json.loads(line)
+            if event is None or rec["event"] == event:
+                out.append(rec)
+        return out
+
+    async def until(self, what: str, cond: Callable[[], Any], timeout: float = 20.0) -> Any:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while loop.time() < end:
+            value = cond()
+            if value:
+                return value
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}")
+
