@@ -208,15 +208,48 @@ def test(c, k="", extra=""):
 
 @task(help={"what": "impair | scale | analysis | vod"})
 def bench(c, what):
-    """Benchmarks that print figures: impair (delay-line packets/s), scale (build/teardown), analysis, vod."""
+    """Benchmarks that print figures: impair (delay-line packets/s), scale (build/teardown), analysis, vod,
+    streaming (peers sustained at 500 kbit/s, RSS per peer)."""
     _need_root()
     modules = {"impair": "topologies.impair.bench_delayline", "scale": "topologies.bench_scale",
-               "analysis": "analysis.bench", "vod": "analysis.bench_vod"}
+               "analysis": "analysis.bench", "vod": "analysis.bench_vod", "streaming": "analysis.bench_streaming"}
     if what not in modules:
         console.print(f"[red]unknown benchmark {what!r}[/]; choose from {', '.join(modules)}")
         raise Exit(code=2)
     code = subprocess.run([sys.executable, "-m", modules[what]], cwd=REPO, check=False).returncode
     raise Exit(code=code)
+
+
+@task(iterable=["case"], help={"case": "mesh | capacity | churn | nat | download (repeatable; default all)",
+                               "results": "where the runs go"})
+def streaming_accept(c, case=None, results="results"):
+    """Run the live-streaming acceptance experiments in emulated networks and print their figures."""
+    _need_root()
+    from analysis.streaming_accept import CASES, main
+
+    cases = case or list(CASES)
+    unknown = [x for x in cases if x not in CASES]
+    if unknown:
+        console.print(f"[red]unknown case(s) {unknown}[/]; choose from {', '.join(CASES)}")
+        raise Exit(code=2)
+    raise Exit(code=main(cases, Path(results)))
+
+
+@task(iterable=["policy"], help={"policy": "a VoD policy (repeatable; default all eight)", "seeds": "seeds 1..N",
+                                 "network": "multicast | unicast | mixed", "quick": "1-minute videos, short runs",
+                                 "kill_at": "SIGKILL one client this many seconds in", "results": "where runs go"})
+def dynapeer_compare(c, policy=None, seeds=3, network="multicast", quick=False, kill_at=None, results="results"):
+    """DynaPeer VoD: server load per policy from formula, simulation and emulation, with continuity and startup."""
+    _need_root()
+    from analysis.dynapeer_compare import POLICIES, compare
+
+    policies = policy or list(POLICIES)
+    unknown = [x for x in policies if x not in POLICIES]
+    if unknown or network not in ("multicast", "unicast", "mixed"):
+        console.print(f"[red]unknown policy {unknown} or network {network!r}[/]; policies: {', '.join(POLICIES)}")
+        raise Exit(code=2)
+    compare(policies, range(1, int(seeds) + 1), network, bool(quick), Path(results),
+            None if kill_at is None else float(kill_at))
 
 
 @task(help={"out": "where to write the JSON Schema"})

@@ -1,0 +1,99 @@
+"""Benchmark: how many live-streaming peers this machine sustains, and what one peer process costs in memory.
+
+``invoke bench streaming`` (``python -m analysis.bench_streaming [--sizes 25,50,100,150] [--duration 90]``) runs
+the generated mesh of :mod:`scenarios.streaming_scenarios` (8/1 Mbit/s lines, a 500 kbit/s stream, a source with
+upload for four streams) at growing sizes, one run after another, and stops at the first size whose mean
+continuity index falls below 0.98 (or whose peers do not all play). For each size it prints the mean and worst
+continuity, the share of the stream the source sent, and the peak RSS of the peer processes (``process_stop
+.max_rss_kb``, logged by every role at exit). Memory is compared with a baseline measured in the same run: an
+idle ``probe_sink`` role on the tracker's node, i.e. the Python runtime every role pays for; the ratio (peer /
+baseline) is what the peer's own buffers and state add. The answer is the largest size that passed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.events import load_events
+from analysis.streaming_accept import measure_live, run_generated
+from scenarios.streaming_scenarios import TRACKER, LiveSetup, live_scenario
+
+TARGET_CONTINUITY = 0.98
+
+
+def _rss_by_role(bundle: Path) -> dict[str, list[float]]:
+    frame = load_events(bundle).frame
+    stops = frame[frame["event"] == "process_stop"]
+    out: dict[str, list[float]] = {}
+    if stops.empty or "max_rss_kb" not in stops:
+        return out
+    for proc, g in stops.groupby(stops["proc"].astype(str), observed=True):
+        vals = pd.to_numeric(g["max_rss_kb"], errors="coerce").dropna()
+        out[str(proc)] = [float(v) / 1024 for v in vals]
+    return out
+
+
+def run_size(peers: int, duration: float, results: Path, seed: int) -> dict[str, float | int | str | None]:
+    spread = max(10.0, peers * 0.3)
+    setup = LiveSetup(peers=peers, seed=seed, duration=duration + spread, join_spread=spread,
+                      name=f"bench-live{peers}")
+    scenario = live_scenario(setup)
+    tracker = next(n for n in scenario["nodes"] if n["name"] == TRACKER)
+    tracker["processes"].append({"role": "probe_sink", "name": "baseline", "args": {"port": 5999}})
+    t0 = time.monotonic()
+    res = measure_live(run_generated(scenario, results), setup.stream_bps)
+    rss = _rss_by_role(res.bundle)
+    peer_rss = rss.get("peer", [])
+    base = statistics.fmean(rss["baseline"]) if rss.get("baseline") else None
+    cont = res.continuities()
+    return {"peers": peers, "playing": len(cont), "continuity_mean": statistics.fmean(cont) if cont else None,
+            "continuity_min": min(cont) if cont else None, "source_share": res.source_share,
+            "peer_rss_max_mb": max(peer_rss) if peer_rss else None,
+            "peer_rss_mean_mb": statistics.fmean(peer_rss) if peer_rss else None,
+            "baseline_rss_mb": base,
+            "rss_ratio": (max(peer_rss) / base) if peer_rss and base else None,
+            "wall_s": round(time.monotonic() - t0, 1), "bundle": str(res.bundle)}
+
+
+def _show(v: object) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="25,50,100,150")
+    ap.add_argument("--duration", type=float, default=90.0, help="seconds of streaming after the last join")
+    ap.add_argument("--results", default="results")
+    ap.add_argument("--seed", type=int, default=1)
+    ns = ap.parse_args(argv)
+    sizes = [int(s) for s in ns.sizes.split(",") if s.strip()]
+    cols = ["peers", "playing", "continuity_mean", "continuity_min", "source_share", "peer_rss_max_mb",
+            "peer_rss_mean_mb", "baseline_rss_mb", "rss_ratio", "wall_s"]
+    print(" ".join(f"{c:>16}" for c in cols))
+    best = None
+    for n in sizes:
+        row = run_size(n, ns.duration, Path(ns.results), ns.seed)
+        print(" ".join(f"{_show(row[c]):>16}" for c in cols), flush=True)
+        ok = row["playing"] == n and row["continuity_mean"] is not None and row["continuity_mean"] >= TARGET_CONTINUITY
+        if not ok:
+            print(f"{n} peers: mean continuity {_show(row['continuity_mean'])} with {row['playing']} of {n} playing: "
+                  f"below the target {TARGET_CONTINUITY}; bundle {row['bundle']}")
+            break
+        best = row
+    if best is None:
+        print("no size sustained the target")
+        return 1
+    print(f"largest sustained: {best['peers']} peers at 500 kbit/s, mean continuity {_show(best['continuity_mean'])}; "
+          f"peak RSS per peer process {_show(best['peer_rss_max_mb'])} MB (mean {_show(best['peer_rss_mean_mb'])} MB; "
+          f"the bare runtime {_show(best['baseline_rss_mb'])} MB, ratio {_show(best['rss_ratio'])})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
