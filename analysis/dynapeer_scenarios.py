@@ -165,15 +165,149 @@ def vod_scenario(setup: VodSetup) -> dict[str, Any]:
     if not any(mc):
         scenario["isps"] = [{"name": "a"}, {"name": "b"}]
     if setup.kill_at is not None:
+        busy_at = supplying_at(setup, srv_args, req, mc, hosts, setup.kill_at)
         top = int(wl.titles[0])
         before = req[(req["video"] == top) & (req["time_s"] <= setup.kill_at - 5.0)]
-        if not before.empty:
+        victim = None
+        if busy_at:  # the host predicted to serve the most viewers at the kill time
+            victim = names[max(busy_at, key=lambda h: (len(busy_at[h]), -h))]
+        elif not before.empty:
             victim = names[hosts[int(before.index[-1])]]
+        if victim is not None:
             scenario["timeline"] = [{"at": round(client_start + setup.kill_at, 1), "action": "process_kill",
                                      "node": victim, "process": "vc"}]
             scenario["metadata"]["vod"]["killed"] = victim
     return scenario
 
 
+def supplying_at(setup: VodSetup, srv_args: dict[str, Any], req: pd.DataFrame, mc: tuple[bool, bool],
+                 hosts: list[int], at: float) -> dict[int, set[int]]:
+    """Host -> the sessions it is predicted to be serving ``at`` seconds after the clients start.
+
+    The request schedule is replayed through the server's own directory and policy (:mod:`nodes.vod.policies`)
+    with the schedule's times; a host serves a viewer while one of its sessions sends that viewer a peer part
+    or sources the viewer's multicast channel (more than 3 s of it left, so that the kill hits it mid-way).
+    """
+    from nodes.vod.content import Geometry
+    from nodes.vod.directory import Directory, PolicyParams
+    from nodes.vod.policies import Request, policy
+
+    g = Geometry(srv_args["length_s"], srv_args["rate_bps"], srv_args["chunk_s"])
+    prm = PolicyParams(g, srv_args["upload_bps"], srv_args["buffer_s"],
+                       {int(k): float(v) for k, v in srv_args.get("patch_window_s", {}).items()},
+                       needy=frozenset(srv_args.get("needy", [])))
+    d = Directory(prm)
+    decide = policy(setup.policy)
+    host_of: dict[int, int] = {}
+    members: dict[int, list[tuple[int, float]]] = {}  # channel key -> (session, its end)
+    sourcing: list[tuple[int, int, float, float]] = []  # (supplier session, channel key, from, to)
+    serving: dict[int, set[int]] = {}
+    length = g.chunks * g.chunk_s
+    for (t, v, c), h in zip(req[["time_s", "video", "client"]].itertuples(index=False), hosts, strict=True):
+        sid = int(c) + 1
+        host_of[sid] = h
+        multicast = mc[0] if h % 2 == 0 else mc[1]
+        dec = decide(d, Request(sid, int(v) + 1, float(t), f"h{h}", 7800, multicast))
+        for part in dec.parts:
+            end = float(t) + (part.end - part.first) * g.chunk_s
+            if part.kind == "peer" and part.peer is not None and part.first < part.end and \
+                    float(t) + 3.0 <= at <= end - 3.0:
+                serving.setdefault(host_of[part.peer.session], set()).add(sid)
+            if part.kind == "multicast" and part.channel is not None:
+                members.setdefault(part.channel.key, []).append((sid, float(t) + length))
+        if dec.new_channel is not None:
+            ch = dec.new_channel
+            for peer, _ in ch.sources:
+                if peer is not None:
+                    sourcing.append((peer.session, ch.key, ch.t0, ch.t0 + length))
+    for sup, key, lo, hi in sourcing:
+        if lo + 3.0 <= at <= hi - 3.0:
+            for sid, end in members.get(key, []):
+                if end > at + 3.0 and host_of.get(sid) != host_of[sup]:
+                    serving.setdefault(host_of[sup], set()).add(sid)
+    return serving
+
+
+def replay_load(setup: VodSetup) -> float:
+    """Mean server streams over the measured window when the schedule is replayed through the server's own
+    policy rules (:mod:`nodes.vod.policies`) at the schedule's times, every client multicast-capable, no network:
+    what the emulation should measure if the network were perfect (compare with :func:`analysis.vod_sim.simulate`).
+    """
+    from nodes.vod.content import Geometry, popcount
+    from nodes.vod.directory import Directory, PolicyParams
+    from nodes.vod.policies import Request, policy
+
+    a = vod_scenario(replace(setup, kill_at=None))["nodes"][0]["processes"][0]["args"]
+    g = Geometry(a["length_s"], a["rate_bps"], a["chunk_s"])
+    prm = PolicyParams(g, a["upload_bps"], a["buffer_s"],
+                       {int(k): float(v) for k, v in a.get("patch_window_s", {}).items()},
+                       needy=frozenset(a.get("needy", [])))
+    d = Directory(prm)
+    decide = policy(setup.policy)
+    lo, hi = setup.warmup_min * 60.0, setup.workload.duration_min * 60.0
+    total = 0.0
+    for t, v, c in setup.workload.requests(setup.seed)[["time_s", "video", "client"]].itertuples(index=False):
+        dec = decide(d, Request(int(c) + 1, int(v) + 1, float(t), "x", 7800, True))
+        spans = [(p.t0 + p.first * g.chunk_s, p.t0 + p.end * g.chunk_s, p.mask) for p in dec.parts
+                 if p.kind == "server"]
+        if dec.new_channel is not None:
+            ch = dec.new_channel
+            spans += [(ch.t0, ch.t0 + g.chunks * g.chunk_s, m) for peer, m in ch.sources if peer is None]
+        for a0, a1, mask in spans:
+            total += popcount(mask) / g.stripes * max(0.0, min(a1, hi) - max(a0, lo))
+    return total / (hi - lo)
+
+
 def with_policy(setup: VodSetup, policy: str) -> VodSetup:
     return replace(setup, policy=policy)
+
+
+def write_yaml(sc: dict[str, Any], path: str, header: str) -> None:
+    """Write a scenario as YAML with a comment header (how it was generated)."""
+    import io
+
+    from ruamel.yaml import YAML
+
+    y = YAML()
+    y.default_flow_style = None  # innermost lists and maps in flow style: one line per request, per access line
+    y.width = 118
+    buf = io.StringIO()
+    y.dump(sc, buf)
+    comment = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines())
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(comment + buf.getvalue())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m analysis.dynapeer_scenarios``: write one generated scenario (e.g. the library's vod_mixed)."""
+    import argparse
+    import shlex
+    import sys
+
+    from analysis.dynapeer_compare import POLICIES, QUICK
+
+    ap = argparse.ArgumentParser(prog="python -m analysis.dynapeer_scenarios")
+    ap.add_argument("--policy", default="dynapeer_multicast", choices=POLICIES)
+    ap.add_argument("--network", default="mixed", choices=NETWORKS)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--quick", action="store_true", help="the comparison's quick scale (30-s videos)")
+    ap.add_argument("--name", default=None, help="scenario name (default: vod_<policy>_<network>)")
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args(argv)
+    setup = VodSetup(policy=a.policy, network=a.network, seed=a.seed, **(QUICK if a.quick else {}))
+    sc = vod_scenario(setup)
+    if a.name:
+        sc["name"] = a.name
+    cmd = "python -m analysis.dynapeer_scenarios " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:]))
+    header = (f"Generated by `{cmd}` (analysis/dynapeer_scenarios.py; do not edit by hand, re-generate).\n"
+              f"{sc['description']}.\nThe request schedule of seed {a.seed} is embedded: every run replays it. "
+              f"ISP a routes IP multicast (smcroute),\nISP b does not: DynaPeer multicast serves a's clients with "
+              f"multicast channels sourced by their virtual\nservers and b's clients in DynaPeer unicast mode. "
+              f"See docs/dynapeer.md.")
+    write_yaml(sc, a.out, header)
+    print(f"wrote {a.out}: {sc['description']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

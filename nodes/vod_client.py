@@ -1,7 +1,7 @@
 """Role ``vod_client``: one process per host, playing that host's share of the VoD request schedule (several
 sessions at once if the schedule says so) and serving other peers from what its sessions hold.
 
-``requests`` lists ``[time_s, video, client]`` (seconds after the process started, content id, the request's
+``requests`` lists ``[time_s, video, client]`` (seconds after the process was spawned, content id, the request's
 client id from :meth:`scenarios.workload.Workload.requests`); session ids are ``client + 1``, unique in the run.
 Each session is a :class:`nodes.vod.session.ClientSession`. The process listens on ``listen_port`` for VOD_PULL
 from other clients and sends the asked share of one of its sessions' videos, paced at the share of the play
@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -44,6 +44,8 @@ class Config(BaseModel):
     prebuffer_s: float = Field(default=2.0, gt=0)
     peer_timeout_s: float = Field(default=2.0, gt=0)
     ttl: int = Field(default=16, ge=1, le=255)
+    schedule_from: Literal["spawn", "ready"] = Field(
+        default="spawn", description="time 0 of requests: the process's spawn (emulation) or its start (in-process)")
 
 
 class Client:
@@ -161,12 +163,31 @@ class Client:
             await conn.close()
 
 
+def process_start_time() -> float:
+    """When this process was created (epoch seconds, 10 ms resolution, from /proc), else now.
+
+    The runner spawns every client at the same planned instant; Python's start-up then takes 1-2 s, differently
+    on each host of a busy machine. Counting the request schedule from the spawn keeps the clients' clocks
+    within the spawn spread (tens of ms) instead of the start-up spread, so the server sees the schedule's gaps."""
+    import os
+
+    try:
+        with open("/proc/self/stat", encoding="ascii") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/stat", encoding="ascii") as f:
+            btime = next(int(line.split()[1]) for line in f if line.startswith("btime"))
+        t = btime + ticks / os.sysconf("SC_CLK_TCK")
+        return t if 0 <= time.time() - t < 60 else time.time()
+    except (OSError, ValueError, IndexError, StopIteration):
+        return time.time()
+
+
 async def main(ctx: NodeContext, cfg: Config) -> int:
+    t_start = process_start_time() if cfg.schedule_from == "spawn" else time.time()
     cl = Client(ctx, cfg)
     server = await asyncio.start_server(cl.on_pull, "0.0.0.0", cfg.listen_port)
-    t_start = time.time()
     ctx.log.emit("vod_client_ready", sessions=len(cfg.requests), multicast=cfg.multicast, policy=cfg.policy,
-                 listen_port=cfg.listen_port)
+                 listen_port=cfg.listen_port, epoch=t_start)
     plays = [cl.spawn(cl.play(at, video, client, t_start)) for at, video, client in cfg.requests]
     try:
         async with server:

@@ -1,6 +1,7 @@
 """The VoD roles in-process on 127.0.0.1 (no emulated network): each unicast-mode policy delivers whole short
 videos on time, a supplier killed mid-stream is covered by the server, malformed requests are rejected and
-logged without harming the server, and the VoD wire messages round-trip and reject garbage."""
+logged without harming the server, the VoD wire messages round-trip and reject garbage, and the server's policy
+rules replayed on the comparison's schedules load the server as the simulation does."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ import pytest
 
 import nodes.vod_client as vc
 import nodes.vod_server as vs
+from analysis.dynapeer_compare import QUICK
+from analysis.dynapeer_scenarios import VodSetup, replay_load
+from analysis.vod_sim import simulate
 from nodes import wire
 from nodes.eventlog import EventLog
 from nodes.runtime import NodeContext
@@ -52,7 +56,7 @@ async def _run(out: Path, policy: str, reqs: list[tuple[float, int, int]], kill:
     clients = []
     for i, (at, video, cid) in enumerate(reqs):
         ccfg = vc.Config(server="127.0.0.1", port=port, listen_port=_free_port(), requests=[(at, video, cid)],
-                         upload_bps=share)
+                         upload_bps=share, schedule_from="ready")
         clients.append(asyncio.ensure_future(vc.main(_ctx(out, f"c{i}", "vod_client", logs), ccfg)))
     if hostile:
         await _hostile(port)
@@ -167,3 +171,15 @@ def test_content_and_stripes() -> None:
     half = take_stripes(8, 0, 16)
     assert half == 0x5555  # every other chunk: an even share of the play rate
     assert take_stripes(8, half, 16) == 0xAAAA
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_server_rules_match_the_simulation(policy: str) -> None:
+    # the server's policy modules, replayed on the comparison's schedules (quick scale, seeds 1-3) without a
+    # network, load the server as analysis/vod_sim does on the same schedule: the emulation measures the model
+    # (channel windows and patches counted from the opening request, rounded up to whole chunks)
+    for seed in (1, 2, 3):
+        setup = VodSetup(policy=policy, network="multicast", seed=seed, **QUICK)
+        sim = simulate(policy, setup.params, setup.workload.requests(seed), warmup_min=setup.warmup_min).mean
+        got = replay_load(setup)
+        assert abs(got / sim - 1) <= 0.06, (policy, seed, got, sim)

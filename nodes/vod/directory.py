@@ -100,7 +100,9 @@ class Peer:
 
 @dataclass(eq=False)
 class Channel:
-    """A multicast channel of one video: started at ``t0`` (chunk c sent at ``t0 + c d``)."""
+    """A multicast channel of one video: started at ``t0`` (chunk c sent at ``t0 + c d``), opened by a request at
+    ``opened`` (``t0`` minus the join lag); windows and offsets count from ``opened``, as the model's from the
+    opening request, so the emulated rules give the simulation's channels and patch lengths."""
 
     key: int
     video: int
@@ -110,6 +112,11 @@ class Channel:
     members: int = 1
     sources: list[tuple[Peer | None, int]] = field(default_factory=list)  # (peer or None = server, stripes)
     peers: list[Peer] = field(default_factory=list)  # its members (Pn2Pm: the group that stores it)
+    opened: float = -1.0  # time of the opening request (default: t0)
+
+    def __post_init__(self) -> None:
+        if self.opened < 0:
+            self.opened = self.t0
 
 
 @dataclass
@@ -221,12 +228,12 @@ class Directory:
 
     # -- channels ----------------------------------------------------------------------------------------------
 
-    def new_channel(self, video: int, t0: float) -> Channel:
+    def new_channel(self, video: int, t0: float, opened: float = -1.0) -> Channel:
         self._next_channel += 1
         k = self._next_channel
         g = self._group_base | ((k >> 8) & 0xFF) << 8 | (k & 0xFF)
         group = ".".join(str(g >> s & 0xFF) for s in (24, 16, 8, 0))
-        ch = Channel(k, video, group, self.mcast_port, t0)
+        ch = Channel(k, video, group, self.mcast_port, t0, opened=opened)
         self.channels.setdefault(video, []).append(ch)
         return ch
 

@@ -54,8 +54,8 @@ def decide(d: Directory, r, helpers_on: bool = False) -> Decision:  # noqa: ANN0
                 if h.alive and r.t - at <= X * (B - h.x) + 1e-6 and r.t <= h.a + length]
 
     ch = d.current_channel(r.video)
-    if ch is not None and r.t - ch.t0 <= p.window(r.video):
-        x = r.t - ch.t0
+    if ch is not None and r.t - ch.opened <= p.window(r.video):
+        x = r.t - ch.opened
         xc = join_point(d, ch.t0, r.t)
         parts = [Part("multicast", xc, g.chunks, full, ch.t0, channel=ch, why="channel")]
         if xc > 0:
@@ -74,7 +74,7 @@ def decide(d: Directory, r, helpers_on: bool = False) -> Decision:  # noqa: ANN0
         helpers = usable_helpers() if helpers_on else []
         got, need = d.take(helpers, r.t, r.t + length, g.stripes, lambda q: q.reserved == r.video)
         more, rest = d.take(dq, r.t, r.t + length, need, lambda q: q.reserved < 0 and r.t - q.a <= q.w + 1e-6)
-        ch = d.new_channel(r.video, r.t + JOIN_LAG_S)
+        ch = d.new_channel(r.video, r.t + JOIN_LAG_S, r.t)
         src = d.parts_from(got + more, rest, 0, g.chunks, ch.t0, "channel")
         ch.sources = [(s.peer, s.mask) for s in src]
         dec = Decision([Part("multicast", 0, g.chunks, full, ch.t0, channel=ch, why="channel")], new_channel=ch)

@@ -27,8 +27,8 @@ def decide(d: Directory, r) -> Decision:  # noqa: ANN001 - a policies.Request
         return Decision([Part("server", 0, g.chunks, full, r.t, why="stream")])
     chs = d.channels_of(r.video, r.t)
     cur = chs[-1] if chs else None
-    if cur is not None and r.t - cur.t0 <= p.window(r.video):
-        x = r.t - cur.t0
+    if cur is not None and r.t - cur.opened <= p.window(r.video):
+        x = r.t - cur.opened
         xc = join_point(d, cur.t0, r.t)
         parts = [Part("multicast", xc, g.chunks, full, cur.t0, channel=cur, why="channel")]
         if xc > 0:
@@ -42,10 +42,10 @@ def decide(d: Directory, r) -> Decision:  # noqa: ANN001 - a policies.Request
         cur.members += 1
         dec.peer = peer
         return dec
-    ch_new = d.new_channel(r.video, r.t + JOIN_LAG_S)
+    ch_new = d.new_channel(r.video, r.t + JOIN_LAG_S, r.t)
     sources: list = []
     for ch in reversed(chs):
-        lag = r.t - ch.t0
+        lag = r.t - ch.opened
         free = sorted((q for q in ch.peers if q.alive and q.free_slots(r.t) > 0), key=lambda q: q.x)
         if sum(B - q.x for q in free) + 1e-6 < lag:
             continue
