@@ -58,6 +58,8 @@ def test_normal_run_completes_and_cleans_up(no_leftovers, results_dir) -> None:
               "logs/h1.tx.err", "timeline.jsonl", "processes.jsonl", "flows.csv"):
         assert (bundle / f).exists(), f
     assert "iptables" in (bundle / "state/start/srv.txt").read_text()
+    for host in ("h1", "h2", "r1", "srv"):  # programs on one node reach each other over loopback
+        assert "lo: <LOOPBACK,UP,LOWER_UP>" in (bundle / f"state/start/{host}.txt").read_text(), host
     timeline = [json.loads(x) for x in (bundle / "timeline.jsonl").read_text().splitlines()]
     assert all(t["outcome"] == "ok" for t in timeline)
     assert max(t["lateness_ms"] for t in timeline) < 100
@@ -124,3 +126,20 @@ def test_next_run_removes_leftovers_of_a_killed_run(no_leftovers, results_dir, s
     proc.wait()
     outcome = run_scenario(scenario, RunOptions(results=results_dir / "second"))
     assert outcome.status == "completed"
+
+
+def test_cleanup_also_removes_unrecorded_processes_in_the_runs_namespaces(no_leftovers, tmp_path, monkeypatch) -> None:
+    """A runner SIGKILLed between starting a node program and recording its PID leaves a process that no
+    record names; it sits in the run's own namespace, so the cleanup finds it there."""
+    from topologies import leftovers
+
+    monkeypatch.setattr(leftovers, "STATE_DIR", tmp_path)
+    shell = subprocess.Popen(["unshare", "--net", "sleep", "60"])
+    time.sleep(0.3)
+    stray = subprocess.Popen(["nsenter", f"--net=/proc/{shell.pid}/ns/net", "sleep", "60"])
+    time.sleep(0.3)
+    state = leftovers.RunState(run_id="killed-run", runner_pid=shell.pid)
+    state.processes = [(shell.pid, leftovers.proc_start_time(shell.pid), "shell@h1")]
+    removed = leftovers.remove_state(state)
+    assert shell.wait(timeout=5) is not None and stray.wait(timeout=5) is not None
+    assert any(str(stray.pid) in r for r in removed), removed

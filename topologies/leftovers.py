@@ -3,8 +3,9 @@
 Every run writes ``/run/streambed/<run-id>.json`` as it builds: the runner's PID, every process it starts
 (PID plus kernel start time, so a recycled PID is never mistaken for ours), the bridges and root-namespace
 interfaces it creates. Teardown deletes the file last. If the runner was killed (SIGKILL), the next run or
-``invoke clean`` finds the file of a dead runner and removes exactly what it lists: processes by PID, then
-bridges and interfaces by name. Network namespaces are unnamed (Mininet's), so they disappear with the
+``invoke clean`` finds the file of a dead runner and removes exactly what it lists: processes by PID (plus any process
+inside the network namespaces of those processes, which only that run created), then bridges and
+interfaces by name. Network namespaces are unnamed (Mininet's), so they disappear with the
 last process inside them, and their veths and netfilter rules with them.
 """
 
@@ -82,10 +83,34 @@ def _link_exists(name: str) -> bool:
     return Path(f"/sys/class/net/{name}").exists()
 
 
+def _netns_of(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/net")
+    except OSError:
+        return None
+
+
+def _strays_in(namespaces: set[str], known: set[int]) -> list[tuple[int, int | None, str]]:
+    """Processes inside the run's own network namespaces that the state file does not list.
+
+    A runner killed between starting a node program and recording its PID leaves such a process; it lives in
+    a namespace only that run created, so it is the run's and is removed with the rest."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in known or int(entry.name) == os.getpid():
+            continue
+        if _netns_of(int(entry.name)) in namespaces:
+            out.append((int(entry.name), proc_start_time(int(entry.name)), "unrecorded process in the run's namespace"))
+    return out
+
+
 def remove_state(state: RunState, grace: float = 1.0) -> list[str]:
     """Remove everything ``state`` lists that still exists; return what was removed (for the log)."""
     removed: list[str] = []
     alive = [(pid, st, label) for pid, st, label in state.processes if pid_alive(pid, st)]
+    root_ns = _netns_of(1)
+    namespaces = {ns for pid, _st, _l in alive if (ns := _netns_of(pid)) is not None and ns != root_ns}
+    alive += _strays_in(namespaces, {pid for pid, _st, _l in alive})
     for pid, _st, label in alive:
         try:
             os.kill(pid, signal.SIGTERM)

@@ -102,7 +102,7 @@ class EmulatedNetwork:
             else:
                 node = self.net.addHost(name, cls=Router if kind == "router" else Host, ip=None)
                 node.cmd("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 "
-                         "net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0")
+                         "net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0; ip link set lo up")
                 if kind == "router":
                     node.cmd("sysctl -qw net.ipv4.ip_forward=1")
             self.state.add_process(node.pid, f"shell@{name}")
