@@ -60,7 +60,9 @@ class Config(StreamParams):
                                                                  "content info says otherwise")
     startup_buffer: float = Field(default=5.0, gt=0, description="live: seconds of contiguous chunks held before "
                                                                  "playback starts")
-    start_lag: float = Field(default=10.0, ge=0, description="live: start this many seconds behind the live edge")
+    start_lag: float = Field(default=10.0, ge=0, description="live: play this many seconds behind the source (the "
+                                                              "first chunk is that far behind the live edge, and "
+                                                              "is not played earlier than that after it was made)")
     on_missing: Literal["skip", "stall"] = Field(default="skip", description="live: what the player does when a "
                                                                              "chunk is missing at its deadline")
     max_stall: float = Field(default=5.0, ge=0, description="stall: longest wait for one chunk before skipping it")
@@ -238,6 +240,7 @@ class PeerNode(StreamNode):
         if link.overlay.side == "adhoc" and self.mains is not None:
             fields["via"] = "adhoc"
         self.ctx.log.emit("chunk_recv", **fields)
+        self.bm_dirty = True
         self.arrived.set()
         self.kick()
         if isinstance(buf, FileBuffer) and buf.complete and not self.done:
@@ -311,8 +314,12 @@ class PeerNode(StreamNode):
         if edge < 0:
             return
         start = max(0, edge - round(self.cfg.start_lag / dur))
-        player.start_at(start)
-        self.ctx.log.emit("start_chunk", chunk=start, edge=edge, lag_chunks=edge - start)
+        # play chunk s no earlier than start_lag after it was made: early viewers of a stream that has just
+        # begun keep the same slack as the others (the overlay needs it to pass chunks along)
+        not_before = self.info.start_us / 1e6 + start * dur + self.cfg.start_lag if self.info is not None else 0.0
+        player.start_at(start, not_before)
+        self.ctx.log.emit("start_chunk", chunk=start, edge=edge, lag_chunks=edge - start,
+                          not_before=round(not_before, 3) if not_before else None)
         self.arrived.set()
 
     async def _schedule_loop(self) -> None:

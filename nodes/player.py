@@ -5,7 +5,8 @@ clock itself, so tests drive it with a fake one. It logs the viewer events of do
 
 - ``play_request`` when the viewer asks for the stream (:meth:`request`);
 - buffering: once the start chunk ``s`` is chosen (:meth:`start_at`), playback starts when the ``startup``
-  chunks ``s .. s + startup - 1`` are all in the buffer: ``playback_start``;
+  chunks ``s .. s + startup - 1`` are all in the buffer, and not before ``not_before`` (the peer passes the time
+  chunk ``s`` was made plus its lag behind the source): ``playback_start``;
 - chunk ``s + k`` is due at ``D(s + k) = playback_start + k * duration`` (+ the time lost in stalls, see below):
   ``chunk_due`` with ``on_time`` (it was in the buffer at its deadline), ``played``, ``bytes``, ``created``;
 - a chunk missing at its deadline, by ``on_missing``:
@@ -56,6 +57,7 @@ class LivePlayer:
         self.sink = sink
         self.state: Literal["idle", "waiting", "buffering", "playing", "stalled", "ended"] = "idle"
         self.start: int | None = None  # first chunk of the session
+        self.not_before = 0.0  # playback does not start earlier
         self.next: int = 0  # next chunk due
         self.next_deadline = math.inf
         self.started_at: float | None = None
@@ -77,10 +79,12 @@ class LivePlayer:
         self.state = "waiting"
         self.emit("play_request", t=now, stream=self.stream)
 
-    def start_at(self, chunk: int) -> None:
-        """Choose the first chunk (the peer knows the live edge); buffering starts."""
+    def start_at(self, chunk: int, not_before: float = 0.0) -> None:
+        """Choose the first chunk (the peer knows the live edge); buffering starts. Playback will not start before
+        ``not_before`` (the peer keeps a fixed lag behind the source even when the stream has just begun)."""
         if self.state == "waiting":
             self.start = self.next = self.released = chunk
+            self.not_before = not_before
             self.state = "buffering"
 
     @property
@@ -103,6 +107,8 @@ class LivePlayer:
     def step(self, now: float, get: Callable[[int], Chunk | None]) -> float:
         """Advance to ``now`` with the buffer's ``get``; returns when the next step is needed (inf: on arrival)."""
         if self.state == "buffering":
+            if now < self.not_before:
+                return self.not_before
             if self.start is not None and all(get(c) is not None for c in range(self.start, self.start + self.startup)):
                 self.state = "playing"
                 self.started_at = now

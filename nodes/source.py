@@ -227,6 +227,7 @@ class SourceNode(StreamNode):
             created = round(due * 1e6)
             kind, sig = self._sign(cfg.content, i, data, created)
             self.buffer.put(Chunk(i, data, created, kind, sig))
+            self.bm_dirty = True
             self.ctx.log.emit("chunk_made", chunk=i, bytes=len(data), created=due,
                               late_ms=round((time.time() - due) * 1000, 1))
             i += 1

@@ -71,6 +71,8 @@ class StreamParams(BaseModel):
     ask_interval: float = Field(default=3.0, gt=0, description="least seconds between two requests for members "
                                                                "(to the tracker, to a partner)")
     bm_interval: float = Field(default=1.0, gt=0, description="seconds between buffer maps to each partner")
+    bm_push: float = Field(default=0.0, ge=0, description="also send the buffer map when new chunks arrived, at "
+                                                          "most this often (seconds; 0 = only every bm_interval)")
     membership_interval: float = Field(default=5.0, gt=0, description="seconds between MEMBERSHIP messages")
     member_idle: float = Field(default=30.0, gt=0, description="mCache idle timeout (listed members)")
     gossip_fanout: int = Field(default=2, ge=0, le=16, description="partners a new MEMBERSHIP is forwarded to")
@@ -88,6 +90,10 @@ class StreamParams(BaseModel):
     idle_timeout: float = Field(default=15.0, gt=0, description="close a connection that is not a partnership "
                                                                 "after this much silence")
     max_queue: int = Field(default=32, ge=1, description="chunk requests queued per partner before ERROR busy")
+    serve_horizon: float = Field(default=0.0, ge=0, description="answer ERROR busy to a chunk request that would "
+                                                                "wait longer than this behind the chunks already "
+                                                                "queued for upload (live; 4x in download mode; "
+                                                                "0 = never)")
     send_buffer: int = Field(default=32768, ge=0, description="SO_SNDBUF of partner connections (bytes; 0 = the "
                                                               "OS default): keeps buffer maps and requests from "
                                                               "queueing behind seconds of chunk data")

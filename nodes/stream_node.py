@@ -24,8 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import re
 import socket
+import struct
+import termios
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -78,6 +81,11 @@ class StreamNode:
         self.searched = False  # a search (CONTENTS_REQ) found something
         self.server: asyncio.base_events.Server | None = None
         self._libc: Any = None
+        self.up_rate: float | None = None  # measured upload rate (bytes/s) while chunks were waiting to go
+        self._backlogged = False
+        self._up_mark = (0.0, 0)  # (time, data bytes sent) at the last measurement
+        self.busy_refusals = 0
+        self.bm_dirty = False  # chunks arrived since the last buffer map
 
     # -- hooks for subclasses ---------------------------------------------------------------------------------
     def join_flags(self) -> int:
@@ -183,7 +191,10 @@ class StreamNode:
         self.server = await asyncio.start_server(self._inbound, cfg.bind, cfg.listen_port, reuse_address=True)
         loops = [self._every(cfg.member_interval, self._member_round), self._every(cfg.bm_interval, self._send_maps),
                  self._every(cfg.membership_interval, self._announce),
-                 self._every(cfg.traffic_interval, self._traffic), self._every(30.0, self._trim_heap)]
+                 self._every(cfg.traffic_interval, self._traffic), self._every(30.0, self._trim_heap),
+                 self._every(1.0, self._measure_upload)]
+        if cfg.bm_push:
+            loops.append(self._every(cfg.bm_push, self._push_maps))
         for coro in [ov.tracker_loop() for ov in self.overlays] + loops + self.tasks():
             self.spawn(coro)
         try:
@@ -301,6 +312,8 @@ class StreamNode:
                     link.last_exchange = time.time()
                     self.on_chunk_sent(link, chunk, link.stream.counters.data_up - before)
                     await link.stream.writer.drain()
+                    if link.queue:
+                        self._backlogged = True
         except (OSError, ConnectionError):
             if not link.closed:
                 self.spawn(self.close_link(link, "connection error while sending"))
@@ -472,11 +485,48 @@ class StreamNode:
             link.send(wire.Error(ErrorCode.UNEXPECTED, msg.TYPE, "not a partner"))
         elif self.buffer is None or not self.buffer.has(msg.chunk):
             link.send(wire.Error(ErrorCode.NO_SUCH_CHUNK, msg.TYPE, f"chunk {msg.chunk}"))
-        elif len(link.queue) >= self.cfg.max_queue:
+        elif len(link.queue) >= self.cfg.max_queue or self._overloaded():
+            self.busy_refusals += 1
             link.send(wire.Error(ErrorCode.BUSY, msg.TYPE, f"chunk {msg.chunk}"))
         else:
             link.queue.append(msg.chunk)
             link.wake.set()
+
+    def _overloaded(self) -> bool:
+        """Admission control: one more chunk would wait longer than ``serve_horizon`` behind those queued for
+        upload (at the upload rate measured while there was a queue). A requester told busy asks another partner
+        at once instead of waiting in a queue that would make it late."""
+        horizon = self.cfg.serve_horizon * (4 if self.cfg.mode == "download" else 1)
+        if not horizon or not self.up_rate:
+            return False
+        size = self.info.chunk_bytes if self.info is not None else 65536
+        queued = sum(len(lk.queue) for lk in self.links) + 1
+        return queued * size / self.up_rate > horizon
+
+    def _acked(self) -> int:
+        """Bytes that have left this node: written to partner connections minus what still waits in the kernel's
+        socket send queues (SIOCOUTQ), so socket buffers do not count as upload."""
+        c = self.counters()
+        total = c.data_up + c.control_up
+        for link in self.links:
+            sock = link.stream.writer.get_extra_info("socket")
+            if sock is None:
+                continue
+            try:
+                total -= struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+            except (OSError, ValueError):
+                continue
+        return total
+
+    def _measure_upload(self, now: float) -> None:
+        """The upload rate, sampled once a second over the seconds in which chunks were waiting to go out."""
+        sent = self._acked()
+        t0, sent0 = self._up_mark
+        if self._backlogged and now > t0:
+            sample = (sent - sent0) / (now - t0)
+            self.up_rate = sample if self.up_rate is None else 0.5 * self.up_rate + 0.5 * sample
+        self._backlogged = any(lk.queue for lk in self.links)
+        self._up_mark = (now, sent)
 
     def _chunk_resp(self, link: Link, msg: wire.ChunkResp) -> None:
         if not link.partner:
@@ -520,7 +570,14 @@ class StreamNode:
         if self._libc:
             self._libc.malloc_trim(0)
 
+    def _push_maps(self, now: float) -> None:
+        """New chunks since the last buffer map: tell the partners now rather than at the next period (each hop of
+        a chunk through the overlay waits for its holder's buffer map)."""
+        if self.bm_dirty:
+            self._send_maps(now)
+
     def _send_maps(self, now: float) -> None:
+        self.bm_dirty = False
         if self.buffer is None:
             return
         bm = self.buffer.buffer_map()
@@ -548,5 +605,7 @@ class StreamNode:
                           control_up=c.control_up - r.control_up, control_down=c.control_down - r.control_down,
                           partners=len(self.partner_links()), connections=len(self.links),
                           chunks=self.buffer.count if self.buffer is not None else 0, dups=self.dup_chunks,
-                          rejected=self.rejected_chunks, **self.extra_traffic())
+                          rejected=self.rejected_chunks, busy=self.busy_refusals,
+                          up_kbps=round(self.up_rate * 8 / 1000, 1) if self.up_rate else None,
+                          **self.extra_traffic())
         self._reported = c
