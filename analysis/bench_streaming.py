@@ -1,6 +1,7 @@
 """Benchmark: how many live-streaming peers this machine sustains, and what one peer process costs in memory.
 
-``invoke bench streaming`` (``python -m analysis.bench_streaming [--sizes 25,50,100,150] [--duration 90]``) runs
+``invoke bench streaming`` (``python -m analysis.bench_streaming [--sizes 25,50,100,150] [--duration 90]
+[--peer-arg window=60]``) runs
 the generated mesh of :mod:`scenarios.streaming_scenarios` (8/1 Mbit/s lines, a 500 kbit/s stream, a source with
 upload for four streams) at growing sizes, one run after another, and stops at the first size whose mean
 continuity index falls below 0.98 (or whose peers do not all play). For each size it prints the mean and worst
@@ -13,10 +14,12 @@ baseline) is what the peer's own buffers and state add. The answer is the larges
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -39,10 +42,11 @@ def _rss_by_role(bundle: Path) -> dict[str, list[float]]:
     return out
 
 
-def run_size(peers: int, duration: float, results: Path, seed: int) -> dict[str, float | int | str | None]:
+def run_size(peers: int, duration: float, results: Path, seed: int,
+             peer_args: dict[str, Any] | None = None) -> dict[str, float | int | str | None]:
     spread = max(10.0, peers * 0.3)
     setup = LiveSetup(peers=peers, seed=seed, duration=duration + spread, join_spread=spread,
-                      name=f"bench-live{peers}")
+                      name=f"bench-live{peers}", peer_args=dict(peer_args or {}))
     scenario = live_scenario(setup)
     tracker = next(n for n in scenario["nodes"] if n["name"] == TRACKER)
     tracker["processes"].append({"role": "probe_sink", "name": "baseline", "args": {"port": 5999}})
@@ -71,14 +75,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=90.0, help="seconds of streaming after the last join")
     ap.add_argument("--results", default="results")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--peer-arg", action="append", default=[], metavar="KEY=VALUE",
+                    help="a peer setting for every peer (repeatable), e.g. window=60; values are read as JSON")
     ns = ap.parse_args(argv)
     sizes = [int(s) for s in ns.sizes.split(",") if s.strip()]
+    peer_args = {}
+    for item in ns.peer_arg:
+        key, _, value = item.partition("=")
+        try:
+            peer_args[key] = json.loads(value)
+        except ValueError:
+            peer_args[key] = value
+    if peer_args:
+        print(f"peer settings: {peer_args}")
     cols = ["peers", "playing", "continuity_mean", "continuity_min", "source_share", "peer_rss_max_mb",
             "peer_rss_mean_mb", "baseline_rss_mb", "rss_ratio", "wall_s"]
     print(" ".join(f"{c:>16}" for c in cols))
     best = None
     for n in sizes:
-        row = run_size(n, ns.duration, Path(ns.results), ns.seed)
+        row = run_size(n, ns.duration, Path(ns.results), ns.seed, peer_args)
         print(" ".join(f"{_show(row[c]):>16}" for c in cols), flush=True)
         ok = row["playing"] == n and row["continuity_mean"] is not None and row["continuity_mean"] >= TARGET_CONTINUITY
         if not ok:
