@@ -17,6 +17,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -95,7 +96,17 @@ async def _flush_periodically(ctx: NodeContext, every: float = 0.25) -> None:
 
 
 def _max_rss_kb() -> int:
-    """Peak resident set size of this process so far, in KiB (benchmarks read it from ``process_stop``)."""
+    """Peak resident set size of this program so far, in KiB (benchmarks read it from ``process_stop``).
+
+    ``VmHWM`` of ``/proc/self/status`` belongs to the address space made at ``exec``; ``getrusage``'s ``ru_maxrss``
+    does not: it keeps the peak of the process before ``exec``, i.e. the forked copy of the (large) runner that
+    started us, so every role would report the runner's size."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
     import resource
 
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)

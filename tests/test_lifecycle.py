@@ -63,6 +63,9 @@ def test_normal_run_completes_and_cleans_up(no_leftovers, results_dir) -> None:
     timeline = [json.loads(x) for x in (bundle / "timeline.jsonl").read_text().splitlines()]
     assert all(t["outcome"] == "ok" for t in timeline)
     assert max(t["lateness_ms"] for t in timeline) < 100
+    # each role reports its own peak memory, not that of the runner it was forked from (hundreds of MB)
+    stops = [json.loads(x) for x in (bundle / "events/h1.tx.jsonl").read_text().splitlines() if "process_stop" in x]
+    assert stops and 5_000 < stops[-1]["max_rss_kb"] < 80_000, stops
 
 
 def test_ctrl_c_marks_interrupted_and_cleans_up(no_leftovers, results_dir) -> None:
