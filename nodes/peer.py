@@ -60,6 +60,10 @@ class Config(StreamParams):
                                                                  "content info says otherwise")
     startup_buffer: float = Field(default=5.0, gt=0, description="live: seconds of contiguous chunks held before "
                                                                  "playback starts")
+    startup_wait: float | None = Field(default=None, gt=0, description="live: start playback this many seconds "
+                                                                      "after it could have started even if some of "
+                                                                      "the start-up chunks are missing (they are "
+                                                                      "skipped or stalled for; default: wait for all)")
     start_lag: float = Field(default=10.0, ge=0, description="live: play this many seconds behind the source (the "
                                                               "first chunk is that far behind the live edge, and "
                                                               "is not played earlier than that after it was made)")
@@ -108,7 +112,7 @@ class PeerNode(StreamNode):
             self.player = LivePlayer(ctx.log.emit, cfg.content, cfg.chunk_duration,
                                      startup=max(1, math.ceil(cfg.startup_buffer / cfg.chunk_duration - 1e-9)),
                                      on_missing=cfg.on_missing, max_stall=cfg.max_stall, bucket=cfg.bucket,
-                                     sink=self._to_decoder if cfg.decoder else None)
+                                     sink=self._to_decoder if cfg.decoder else None, startup_wait=cfg.startup_wait)
 
     def kick(self) -> None:
         self.kick_event.set()

@@ -7,7 +7,8 @@ messages and chunks share it, in both directions, so a peer behind a NAT that op
 it as well. Every frame goes through the shared wire format (``wire.FramedStream``: framing that resynchronises,
 byte counters split into control and data).
 
-A link serves the chunk requests of its partner in order (a FIFO of chunk ids, at most ``max_queue``); its
+A link serves the chunk requests of its partner in order (a FIFO of chunk ids, at most ``max_queue``, each with
+its arrival number on the node, so a serial uploader can serve all links in arrival order); its
 uploader writes one CHUNK_RESP at a time and waits for the socket to drain, so TCP paces the upload and the
 partners of a node share its uplink. The link also remembers the partner's last buffer map.
 """
@@ -60,7 +61,7 @@ class Link:
         self.bm: wire.BufferMap | None = None
         self.bm_at = now
         self.bm_newest = -1
-        self.queue: deque[int] = deque()
+        self.queue: deque[tuple[int, int]] = deque()  # (arrival number on the node, chunk id)
         self.wake = asyncio.Event()
         self.opened_at = now
         self.added_at = now

@@ -6,7 +6,10 @@ clock itself, so tests drive it with a fake one. It logs the viewer events of do
 - ``play_request`` when the viewer asks for the stream (:meth:`request`);
 - buffering: once the start chunk ``s`` is chosen (:meth:`start_at`), playback starts when the ``startup``
   chunks ``s .. s + startup - 1`` are all in the buffer, and not before ``not_before`` (the peer passes the time
-  chunk ``s`` was made plus its lag behind the source): ``playback_start``;
+  chunk ``s`` was made plus its lag behind the source): ``playback_start``; with ``startup_wait``, playback also
+  starts that long after it could first have started, with start-up chunks still missing (``playback_start``
+  with ``missing``; the missing ones are then due like any other), so that a viewer of a starved overlay plays
+  what it gets rather than waiting forever;
 - chunk ``s + k`` is due at ``D(s + k) = playback_start + k * duration`` (+ the time lost in stalls, see below):
   ``chunk_due`` with ``on_time`` (it was in the buffer at its deadline), ``played``, ``bytes``, ``created``;
 - a chunk missing at its deadline, by ``on_missing``:
@@ -44,7 +47,8 @@ class LivePlayer:
     """Buffering, deadlines, skips or stalls, and the token bucket of one viewer session."""
 
     def __init__(self, emit: Emit, stream: int, duration: float, *, startup: int = 5, on_missing: OnMissing = "skip",
-                 max_stall: float = 5.0, bucket: int = 4, sink: Callable[[Chunk], None] | None = None):
+                 max_stall: float = 5.0, bucket: int = 4, sink: Callable[[Chunk], None] | None = None,
+                 startup_wait: float | None = None):
         if duration <= 0 or startup < 1 or bucket < 1 or max_stall < 0:
             raise ValueError("duration > 0, startup >= 1, bucket >= 1 and max_stall >= 0 are required")
         self.emit = emit
@@ -58,6 +62,8 @@ class LivePlayer:
         self.state: Literal["idle", "waiting", "buffering", "playing", "stalled", "ended"] = "idle"
         self.start: int | None = None  # first chunk of the session
         self.not_before = 0.0  # playback does not start earlier
+        self.startup_wait = startup_wait  # start anyway this long after buffering could have ended (None: never)
+        self.wait_until: float | None = None
         self.next: int = 0  # next chunk due
         self.next_deadline = math.inf
         self.started_at: float | None = None
@@ -109,14 +115,19 @@ class LivePlayer:
         if self.state == "buffering":
             if now < self.not_before:
                 return self.not_before
-            if self.start is not None and all(get(c) is not None for c in range(self.start, self.start + self.startup)):
+            if self.wait_until is None and self.startup_wait is not None:
+                self.wait_until = now + self.startup_wait
+            missing = 0 if self.start is None else sum(get(c) is None
+                                                       for c in range(self.start, self.start + self.startup))
+            if self.start is not None and (not missing or (self.wait_until is not None and now >= self.wait_until)):
                 self.state = "playing"
                 self.started_at = now
                 self.next_deadline = now
                 self.tokens, self.token_clock = float(self.bucket), now
-                self.emit("playback_start", t=now, stream=self.stream, chunk=self.start)
+                extra = {"missing": missing} if missing else {}
+                self.emit("playback_start", t=now, stream=self.stream, chunk=self.start, **extra)
             else:
-                return math.inf
+                return self.wait_until if self.wait_until is not None else math.inf
         while self.state in ("playing", "stalled"):
             if self.state == "stalled":
                 if not self._stalled(now, get):

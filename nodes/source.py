@@ -60,6 +60,12 @@ class Config(StreamParams):
     chunk_bytes: int = Field(default=256 * 1024, gt=0, le=wire.MAX_PAYLOAD - 4096,
                              description="download: bytes per chunk")
     bytes_interval: float = Field(default=1.0, gt=0, description="period of the bytes_sent server event")
+    seed_copies: int = Field(default=0, ge=0, le=64,
+                             description="live: while its upload is busy, the source refuses (ERROR busy) requests "
+                                         "for a chunk it has already sent this many times, so that partners get "
+                                         "it from each other and the source's upload goes to chunks no peer has "
+                                         "yet (BitTorrent's super-seeding); an idle source serves every request; "
+                                         "0 = serve every request")
 
     @model_validator(mode="after")
     def _source(self) -> Config:
@@ -121,6 +127,7 @@ class SourceNode(StreamNode):
         self.media: Path | None = None
         self.size = 0
         self.t0 = 0.0
+        self.copies: dict[int, int] = {}  # live: chunk -> times sent (seed_copies)
 
     def join_flags(self) -> int:
         return JoinFlag.SOURCE | JoinFlag.NO_REDIRECT
@@ -191,6 +198,17 @@ class SourceNode(StreamNode):
         if self.cfg.mode == "live":
             out.append(self._produce())
         return out
+
+    def on_chunk_sent(self, link: Link, chunk: Chunk, nbytes: int) -> None:
+        if self.cfg.mode == "live":
+            self.copies[chunk.id] = self.copies.get(chunk.id, 0) + 1
+            if len(self.copies) > 2 * self.cfg.window:
+                self.copies = {c: k for c, k in self.copies.items() if c > chunk.id - self.cfg.window}
+
+    def refuse_chunk(self, link: Link, chunk: int) -> bool:
+        """Fresh chunks first: a chunk already sent ``seed_copies`` times waits for an idle moment."""
+        n = self.cfg.seed_copies
+        return bool(n) and self.cfg.mode == "live" and self.copies.get(chunk, 0) >= n and self.upload_busy()
 
     def on_partner_added(self, link: Link) -> None:
         self.ctx.log.emit("stream_start", stream=f"{link.overlay.side}:{link.peer}", client=link.ip,

@@ -94,6 +94,15 @@ class StreamParams(BaseModel):
                                                                 "wait longer than this behind the chunks already "
                                                                 "queued for upload (live; 4x in download mode; "
                                                                 "0 = never)")
+    serve_old: float | None = Field(default=None, ge=0, description="live: serve_horizon never refuses a chunk "
+                                                                    "made at least this many seconds ago (a viewer "
+                                                                    "that far behind needs it soon); null = no "
+                                                                    "exception")
+    serial_upload: bool = Field(default=False, description="serve the chunk requests of all partners one chunk "
+                                                          "at a time, the oldest chunk first, instead of one chunk "
+                                                          "per connection at once (sharing the uplink)")
+    serial_wait: float = Field(default=2.0, gt=0, description="serial_upload: longest wait for one chunk to leave "
+                                                              "the socket before the next one is started")
     send_buffer: int = Field(default=32768, ge=0, description="SO_SNDBUF of partner connections (bytes; 0 = the "
                                                               "OS default): keeps buffer maps and requests from "
                                                               "queueing behind seconds of chunk data")

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import itertools
 import re
 import socket
 import struct
@@ -86,6 +87,8 @@ class StreamNode:
         self._up_mark = (0.0, 0)  # (time, data bytes sent) at the last measurement
         self.busy_refusals = 0
         self.bm_dirty = False  # chunks arrived since the last buffer map
+        self.up_wake = asyncio.Event()  # serial_upload: a chunk request was queued
+        self._arrivals = itertools.count()  # order of the chunk requests queued on all connections
 
     # -- hooks for subclasses ---------------------------------------------------------------------------------
     def join_flags(self) -> int:
@@ -126,6 +129,20 @@ class StreamNode:
 
     def on_chunk_sent(self, link: Link, chunk: Chunk, nbytes: int) -> None:
         """A chunk went out to a partner."""
+
+    def refuse_chunk(self, link: Link, chunk: int) -> bool:
+        """Answer ERROR busy to a request for a chunk this node holds (a role's upload policy; default: never)."""
+        return False
+
+    def upload_busy(self) -> bool:
+        """Chunks are waiting to go out: queued requests, or chunk bytes not yet taken by the kernel."""
+        for lk in self.links:
+            if lk.queue:
+                return True
+            transport = lk.stream.writer.transport
+            if transport is not None and transport.get_write_buffer_size() > 0:
+                return True
+        return False
 
     def share_changed(self, overlay: Overlay) -> None:
         if self.mains is not None:
@@ -195,6 +212,8 @@ class StreamNode:
                  self._every(1.0, self._measure_upload)]
         if cfg.bm_push:
             loops.append(self._every(cfg.bm_push, self._push_maps))
+        if cfg.serial_upload:
+            loops.append(self._upload_loop())
         for coro in [ov.tracker_loop() for ov in self.overlays] + loops + self.tasks():
             self.spawn(coro)
         try:
@@ -256,7 +275,9 @@ class StreamNode:
             with contextlib.suppress(AttributeError, RuntimeError):
                 link.stream.writer.transport.set_write_buffer_limits(high=self.cfg.send_buffer // 2)
         self.links.add(link)
-        link.tasks = [self.spawn(self._reader(link)), self.spawn(self._uploader(link))]
+        link.tasks = [self.spawn(self._reader(link))]
+        if not self.cfg.serial_upload:  # else the node's one uploader serves every link (_upload_loop)
+            link.tasks.append(self.spawn(self._uploader(link)))
 
     async def _reader(self, link: Link) -> None:
         cfg = self.cfg
@@ -292,6 +313,81 @@ class StreamNode:
         if not link.closed:
             await self.close_link(link, reason)
 
+    async def _upload_loop(self) -> None:
+        """``serial_upload``: the node's uplink serves one chunk at a time, the chunk requests of all its
+        partners in the order they came, each written to its connection, and the next one only once this one has
+        (nearly) left the socket's send queue (``SIOCOUTQ``, at most ``serial_wait`` seconds). Sending one chunk
+        per connection at once shares the uplink between them: each chunk then takes as long as all of them
+        together, none can be forwarded before the end, and behind a NAT gateway (which shapes the upload without
+        the host's TCP feeling it) seconds of data queue up in front of this node's acknowledgements, buffer maps
+        and requests. (Serving the oldest chunk first instead was tried: the source's partners then sent every
+        child the same chunks, the children had nothing to exchange, and the overlay fell behind.)"""
+        while True:
+            self.up_wake.clear()
+            pick = self._next_upload()
+            if pick is None:
+                await self.up_wake.wait()
+                continue
+            link, cid = pick
+            try:
+                if await self._send_chunk(link, cid):
+                    await self._wait_sent(link)
+            except (OSError, ConnectionError):
+                if not link.closed:
+                    self.spawn(self.close_link(link, "connection error while sending"))
+            except Exception as exc:  # noqa: BLE001 - one bad send must not stop every upload
+                self.ctx.log.emit("node_error", where="uploader", peer=link.peer, error=f"{type(exc).__name__}: {exc}")
+
+    def _next_upload(self) -> tuple[Link, int] | None:
+        """The request that came first of those queued on all connections (removed from its queue)."""
+        best: Link | None = None
+        for lk in self.links:
+            if not lk.closed and lk.queue and (best is None or lk.queue[0][0] < best.queue[0][0]):
+                best = lk
+        if best is None:
+            return None
+        return best, best.queue.popleft()[1]
+
+    async def _send_chunk(self, link: Link, cid: int) -> bool:
+        """Write one requested chunk to ``link`` (ERROR no-such-chunk when it is no longer held); True if a chunk
+        was written."""
+        chunk = self.buffer.get(cid) if self.buffer is not None else None
+        if chunk is None:
+            link.send(wire.Error(ErrorCode.NO_SUCH_CHUNK, MsgType.CHUNK_REQ, f"chunk {cid}"))
+            return False
+        msg = chunk.message(self.cfg.content, self.chunk_data(chunk))
+        before = link.stream.counters.data_up
+        if not link.send(msg):
+            return False
+        link.chunks_up += 1
+        link.last_exchange = time.time()
+        self.on_chunk_sent(link, chunk, link.stream.counters.data_up - before)
+        await link.stream.writer.drain()
+        if any(lk.queue for lk in self.links):
+            self._backlogged = True
+        return True
+
+    async def _wait_sent(self, link: Link) -> None:
+        """Until the socket of ``link`` has at most 16 KB left to send (acknowledged by the receiver), at most
+        ``serial_wait`` seconds (a slow receiver does not hold up the others for longer)."""
+        until = time.monotonic() + self.cfg.serial_wait
+        while not link.closed and time.monotonic() < until:
+            left = self._unsent(link)
+            if left is None or left <= 16384:
+                return
+            await asyncio.sleep(0.01)
+
+    @staticmethod
+    def _unsent(link: Link) -> int | None:
+        """Bytes of ``link`` in the kernel's send queue, not yet acknowledged (``SIOCOUTQ``; None: unknown)."""
+        sock = link.stream.writer.get_extra_info("socket")
+        if sock is None:
+            return None
+        try:
+            return int(struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0])
+        except (OSError, ValueError):
+            return None
+
     async def _uploader(self, link: Link) -> None:
         content = self.cfg.content
         try:
@@ -299,7 +395,7 @@ class StreamNode:
                 await link.wake.wait()
                 link.wake.clear()
                 while link.queue and not link.closed:
-                    cid = link.queue.popleft()
+                    _, cid = link.queue.popleft()
                     chunk = self.buffer.get(cid) if self.buffer is not None else None
                     if chunk is None:
                         link.send(wire.Error(ErrorCode.NO_SUCH_CHUNK, MsgType.CHUNK_REQ, f"chunk {cid}"))
@@ -485,20 +581,27 @@ class StreamNode:
             link.send(wire.Error(ErrorCode.UNEXPECTED, msg.TYPE, "not a partner"))
         elif self.buffer is None or not self.buffer.has(msg.chunk):
             link.send(wire.Error(ErrorCode.NO_SUCH_CHUNK, msg.TYPE, f"chunk {msg.chunk}"))
-        elif len(link.queue) >= self.cfg.max_queue or self._overloaded():
+        elif len(link.queue) >= self.cfg.max_queue or self._overloaded(msg.chunk) or self.refuse_chunk(link, msg.chunk):
             self.busy_refusals += 1
             link.send(wire.Error(ErrorCode.BUSY, msg.TYPE, f"chunk {msg.chunk}"))
         else:
-            link.queue.append(msg.chunk)
+            link.queue.append((next(self._arrivals), msg.chunk))
             link.wake.set()
+            self.up_wake.set()
 
-    def _overloaded(self) -> bool:
+    def _overloaded(self, chunk: int) -> bool:
         """Admission control: one more chunk would wait longer than ``serve_horizon`` behind those queued for
         upload (at the upload rate measured while there was a queue). A requester told busy asks another partner
-        at once instead of waiting in a queue that would make it late."""
+        at once instead of waiting in a queue that would make it late. Live, a chunk made ``serve_old`` seconds
+        ago or more is always accepted: a viewer playing that far behind the source needs it soon, and the
+        queue it would be refused from is mostly fresh chunks that can wait (or come from other holders)."""
         horizon = self.cfg.serve_horizon * (4 if self.cfg.mode == "download" else 1)
         if not horizon or not self.up_rate:
             return False
+        if self.cfg.serve_old is not None and isinstance(self.buffer, LiveBuffer):
+            held = self.buffer.get(chunk)
+            if held is not None and held.created_us and time.time() - held.created_us / 1e6 >= self.cfg.serve_old:
+                return False
         size = self.info.chunk_bytes if self.info is not None else 65536
         queued = sum(len(lk.queue) for lk in self.links) + 1
         return queued * size / self.up_rate > horizon
@@ -509,13 +612,7 @@ class StreamNode:
         c = self.counters()
         total = c.data_up + c.control_up
         for link in self.links:
-            sock = link.stream.writer.get_extra_info("socket")
-            if sock is None:
-                continue
-            try:
-                total -= struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
-            except (OSError, ValueError):
-                continue
+            total -= self._unsent(link) or 0
         return total
 
     def _measure_upload(self, now: float) -> None:

@@ -71,7 +71,16 @@ MESH_PEER_ARGS: dict[str, Any] = {"partners": 6, "max_outstanding": 2, "bm_inter
 a 62 KB chunk takes half a second per hop; with the role's CoolStreaming defaults (4 partners, up to 4 requests
 queued per partner, buffer maps every second, 10 s behind the live edge) 30 peers reached a mean continuity of
 0.79 (seed 1): queues at the first peers grew and the rest of the overlay's upload stayed idle. Six partners, two
-requests in flight per partner, buffer maps every 0.5 s and 20 s of lag gave 0.98."""
+requests in flight per partner, buffer maps every 0.5 s and 20 s of lag gave 0.98.
+
+Tried and not taken (seed 1, 2026-11-22; each figure one run): admission control, ``serve_horizon: 2`` with
+``serve_old: 14`` (busy for a request that would wait over 2 s behind the upload queue, unless its chunk was made
+14 s ago or more), meant to cut the 6-8 s the source's partners took to answer (they alone hold the freshest
+chunks and every child queued its requests for them there; their median answer stayed about 6.5 s with it);
+``--case churn`` passed twice (survivors' continuity over the 60 s after the kill 0.972 and 0.979; without it
+0.917, 0.989, 0.921: runs vary a lot), but the mesh case gave 0.993, 0.962 and 0.978 (without it 0.992 and 0.999).
+``serial_upload`` (one chunk at a time over all connections) gave churn 0.63 in arrival order and 0.13 oldest chunk
+first (the source's partners then sent every child the same chunks)."""
 
 
 def _peer_proc(setup: LiveSetup, user: str, start: float) -> dict[str, Any]:

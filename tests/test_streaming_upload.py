@@ -1,0 +1,134 @@
+"""How streaming nodes serve their partners: the serial uploader (``serial_upload``) over real loopback
+connections (requests queued on several partner connections are served one chunk at a time in the order they came,
+each to the connection that asked for it; a small overlay in which every node uploads that way plays on time);
+and admission control (``serve_horizon``) that refuses fresh chunks behind a long queue but never old ones
+(``serve_old``)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.metrics import viewer_metrics
+from nodes import source, wire
+from nodes.chunk_buffer import Chunk
+from nodes.peer_link import Link
+from nodes.wire import FramedStream
+from tests.test_streaming_kit import Cluster, free_port
+
+
+def test_serial_upload_serves_requests_in_arrival_order_over_all_links(tmp_path: Path) -> None:
+    async def body() -> tuple[list[tuple[str, int]], dict[str, list[int]]]:
+        c = Cluster(tmp_path)
+        host = c.address("src")
+        cfg = source.Config.model_validate({"tracker": "127.0.0.1", "user": "u", "secret": "s", "bind": host,
+                                            "listen_port": free_port(host), "serial_upload": True})
+        node = source.SourceNode(c.ctx("src", "source"), cfg)
+        await node.prepare()
+        assert node.buffer is not None
+        for cid in range(10):
+            node.buffer.put(Chunk(cid, bytes([cid]) * 20000))
+        accepted: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+        server = await asyncio.start_server(lambda r, w: accepted.put_nowait((r, w)), host, 0)
+        port = server.sockets[0].getsockname()[1]
+        links: dict[str, Link] = {}
+        far: dict[str, FramedStream] = {}
+        for name in ("a", "b"):
+            far[name] = FramedStream(*await asyncio.open_connection(host, port))
+            link = Link(FramedStream(*await accepted.get()), node.overlays[0], inbound=True, name=name,
+                        now=time.time(), peer=len(links) + 1)
+            link.state = "partner"
+            node.links.add(link)
+            links[name] = link
+        for seq, (name, cid) in enumerate([("a", 5), ("b", 7), ("b", 3), ("a", 9)]):
+            links[name].queue.append((seq, cid))
+        sent: list[tuple[str, int]] = []
+        node.on_chunk_sent = lambda link, chunk, nbytes: sent.append((link.name, chunk.id))  # type: ignore[method-assign]
+        task = asyncio.ensure_future(node._upload_loop())
+        node.up_wake.set()
+        got: dict[str, list[int]] = {}
+        for name in ("a", "b"):
+            got[name] = []
+            for _ in range(2):
+                msg = await far[name].recv(5.0)
+                assert isinstance(msg, wire.ChunkResp) and msg.data == bytes([msg.chunk]) * 20000
+                got[name].append(msg.chunk)
+        # later requests go out in their order too
+        links["a"].queue.extend([(10, 8), (11, 1)])
+        node.up_wake.set()
+        for _ in range(2):
+            msg = await far["a"].recv(5.0)
+            assert isinstance(msg, wire.ChunkResp)
+            got["a"].append(msg.chunk)
+        task.cancel()
+        for lk in links.values():
+            await lk.close()
+        for fs in far.values():
+            await fs.close()
+        server.close()
+        return sent, got
+
+    sent, got = asyncio.run(body())
+    assert sent == [("a", 5), ("b", 7), ("b", 3), ("a", 9), ("a", 8), ("a", 1)]
+    assert got == {"a": [5, 9, 8, 1], "b": [7, 3]}
+
+
+def test_an_overlay_of_serial_uploaders_plays_on_time(tmp_path: Path) -> None:
+    peers = [f"p{i}" for i in range(6)]
+
+    async def body() -> Cluster:
+        c = Cluster(tmp_path, seed=2)
+        await c.tracker(deputy_threshold=3)
+        await c.source(max_partners=2, serial_upload=True)
+        for i, p in enumerate(peers):
+            await c.peer(p, partners=3, serial_upload=True)
+            await asyncio.sleep(0.3 if i < 4 else 0.0)
+        await asyncio.sleep(11)
+        await c.stop()
+        return c
+
+    c = asyncio.run(body())
+    from_peers = 0.0
+    for p in peers:
+        vm = viewer_metrics(pd.DataFrame(c.events(p)))
+        assert vm.continuity_index is not None and vm.continuity_index >= 0.95, (p, vm)
+        assert not c.events(p, "node_error")
+        from_peers += vm.bytes_from_peers or 0
+    assert from_peers > 0
+    assert not c.events("src", "node_error")
+
+
+def test_admission_control_refuses_fresh_chunks_but_never_old_ones(tmp_path: Path) -> None:
+    async def body() -> tuple[bool, bool, bool]:
+        c = Cluster(tmp_path)
+        host = c.address("src")
+        cfg = source.Config.model_validate({"tracker": "127.0.0.1", "user": "u", "secret": "s", "bind": host,
+                                            "listen_port": free_port(host), "serve_horizon": 1.0,
+                                            "serve_old": 10.0})
+        node = source.SourceNode(c.ctx("src", "source"), cfg)
+        await node.prepare()
+        assert node.buffer is not None and node.info is not None
+        now = time.time()
+        node.buffer.put(Chunk(1, b"x", created_us=round((now - 20) * 1e6)))  # due soon at a viewer 20 s behind
+        node.buffer.put(Chunk(2, b"x", created_us=round(now * 1e6)))  # just made
+        node.up_rate = node.info.chunk_bytes / 0.8  # 0.8 s per chunk: one more queued is past the horizon
+        accepted: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+        server = await asyncio.start_server(lambda r, w: accepted.put_nowait((r, w)), host, 0)
+        _, far_writer = await asyncio.open_connection(host, server.sockets[0].getsockname()[1])
+        link = Link(FramedStream(*await accepted.get()), node.overlays[0], inbound=True, name="a", now=now, peer=1)
+        node.links.add(link)
+        idle = node._overloaded(2)
+        link.queue.append((0, 1))
+        out = idle, node._overloaded(2), node._overloaded(1)
+        await link.close()
+        far_writer.close()
+        server.close()
+        return out
+
+    idle, fresh, old = asyncio.run(body())
+    assert not idle  # nothing queued: the chunk goes out within the horizon
+    assert fresh  # a fresh chunk behind a queue longer than the horizon: busy, ask elsewhere
+    assert not old  # an old chunk is always taken
