@@ -148,7 +148,10 @@ class Overlay:
             if time.monotonic() >= next_beat:
                 next_beat += client.heartbeat_s
                 await client.heartbeat([cfg.content], cfg.listen_port, len(self.partners))
-            if self.short_of_members(time.time()) and time.monotonic() - last_ask >= cfg.ask_interval:
+            # a main asks its local tracker regularly: only the tracker says who the other mains are (gossip
+            # carries no flags), and the download share depends on that set
+            wants = self.mains is not None or self.short_of_members(time.time())
+            if wants and time.monotonic() - last_ask >= cfg.ask_interval:
                 last_ask = time.monotonic()
                 self.mcache.learn(await client.members(cfg.content, cfg.want_members), time.time())
                 self.tick(time.time())
@@ -193,9 +196,15 @@ class Overlay:
             if why is not None:
                 node.drop(link, why, wire.PartnerReason.POOR)
         if self.mains is not None:
-            listed = [p for p in self.mcache.sources(now)] + [lk.peer for lk in self.partners.values()
-                                                              if lk.main and lk.peer is not None]
-            if self.mains.update(listed):
+            changed = False
+            for lk in self.partners.values():  # a partner that asked before the tracker listed it as a main
+                member = self.mcache.get(lk.peer) if lk.peer is not None else None
+                if not lk.main and member is not None and member.source:
+                    lk.main = True
+                    changed |= self.mains.alive(lk.peer)
+            partner_mains = [lk.peer for lk in self.partners.values() if lk.main and lk.peer is not None]
+            changed |= self.mains.update(self.mcache.sources(now) + partner_mains)
+            if changed:
                 node.share_changed(self)
         if not self.joined.is_set():
             return
