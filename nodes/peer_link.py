@@ -61,7 +61,7 @@ class Link:
         self.bm: wire.BufferMap | None = None
         self.bm_at = now
         self.bm_newest = -1
-        self.queue: deque[tuple[int, int]] = deque()  # (arrival number on the node, chunk id)
+        self.queue: deque[tuple[int, int, float]] = deque()  # (arrival number on the node, chunk id, time)
         self.wake = asyncio.Event()
         self.opened_at = now
         self.added_at = now

@@ -98,9 +98,14 @@ class StreamParams(BaseModel):
                                                                     "made at least this many seconds ago (a viewer "
                                                                     "that far behind needs it soon); null = no "
                                                                     "exception")
+    queue_expiry: float | None = Field(default=None, gt=0, description="forget a queued chunk request that "
+                                                                       "waited this many seconds without being "
+                                                                       "served (its requester has timed out and "
+                                                                       "asked elsewhere); null = never")
     serial_upload: bool = Field(default=False, description="serve the chunk requests of all partners one chunk "
-                                                          "at a time, the oldest chunk first, instead of one chunk "
-                                                          "per connection at once (sharing the uplink)")
+                                                          "at a time, in the order the requests came, instead "
+                                                          "of one chunk per connection at once (sharing the "
+                                                          "uplink)")
     serial_wait: float = Field(default=2.0, gt=0, description="serial_upload: longest wait for one chunk to leave "
                                                               "the socket before the next one is started")
     send_buffer: int = Field(default=32768, ge=0, description="SO_SNDBUF of partner connections (bytes; 0 = the "

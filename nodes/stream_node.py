@@ -86,6 +86,7 @@ class StreamNode:
         self._backlogged = False
         self._up_mark = (0.0, 0)  # (time, data bytes sent) at the last measurement
         self.busy_refusals = 0
+        self.expired_requests = 0
         self.bm_dirty = False  # chunks arrived since the last buffer map
         self.up_wake = asyncio.Event()  # serial_upload: a chunk request was queued
         self._arrivals = itertools.count()  # order of the chunk requests queued on all connections
@@ -342,11 +343,23 @@ class StreamNode:
         """The request that came first of those queued on all connections (removed from its queue)."""
         best: Link | None = None
         for lk in self.links:
+            self._expire(lk)
             if not lk.closed and lk.queue and (best is None or lk.queue[0][0] < best.queue[0][0]):
                 best = lk
         if best is None:
             return None
         return best, best.queue.popleft()[1]
+
+    def _expire(self, link: Link) -> None:
+        """Forget the requests at the head of ``link``'s queue that waited longer than ``queue_expiry``: their
+        requester has given up on them (its timeout) and asked elsewhere, so sending them would waste upload."""
+        expiry = self.cfg.queue_expiry
+        if expiry is None:
+            return
+        now = time.time()
+        while link.queue and now - link.queue[0][2] > expiry:
+            link.queue.popleft()
+            self.expired_requests += 1
 
     async def _send_chunk(self, link: Link, cid: int) -> bool:
         """Write one requested chunk to ``link`` (ERROR no-such-chunk when it is no longer held); True if a chunk
@@ -394,8 +407,11 @@ class StreamNode:
             while not link.closed:
                 await link.wake.wait()
                 link.wake.clear()
-                while link.queue and not link.closed:
-                    _, cid = link.queue.popleft()
+                while not link.closed:
+                    self._expire(link)
+                    if not link.queue:
+                        break
+                    _, cid, _ = link.queue.popleft()
                     chunk = self.buffer.get(cid) if self.buffer is not None else None
                     if chunk is None:
                         link.send(wire.Error(ErrorCode.NO_SUCH_CHUNK, MsgType.CHUNK_REQ, f"chunk {cid}"))
@@ -585,7 +601,7 @@ class StreamNode:
             self.busy_refusals += 1
             link.send(wire.Error(ErrorCode.BUSY, msg.TYPE, f"chunk {msg.chunk}"))
         else:
-            link.queue.append((next(self._arrivals), msg.chunk))
+            link.queue.append((next(self._arrivals), msg.chunk, time.time()))
             link.wake.set()
             self.up_wake.set()
 
@@ -702,7 +718,7 @@ class StreamNode:
                           control_up=c.control_up - r.control_up, control_down=c.control_down - r.control_down,
                           partners=len(self.partner_links()), connections=len(self.links),
                           chunks=self.buffer.count if self.buffer is not None else 0, dups=self.dup_chunks,
-                          rejected=self.rejected_chunks, busy=self.busy_refusals,
+                          rejected=self.rejected_chunks, busy=self.busy_refusals, expired=self.expired_requests,
                           up_kbps=round(self.up_rate * 8 / 1000, 1) if self.up_rate else None,
                           **self.extra_traffic())
         self._reported = c

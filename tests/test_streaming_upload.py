@@ -1,16 +1,18 @@
 """How streaming nodes serve their partners: the serial uploader (``serial_upload``) over real loopback
 connections (requests queued on several partner connections are served one chunk at a time in the order they came,
 each to the connection that asked for it; a small overlay in which every node uploads that way plays on time);
-and admission control (``serve_horizon``) that refuses fresh chunks behind a long queue but never old ones
-(``serve_old``)."""
+admission control (``serve_horizon``) that refuses fresh chunks behind a long queue but never old ones
+(``serve_old``); and ``queue_expiry``, which forgets requests that waited too long for their turn."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from analysis.metrics import viewer_metrics
 from nodes import source, wire
@@ -43,8 +45,9 @@ def test_serial_upload_serves_requests_in_arrival_order_over_all_links(tmp_path:
             link.state = "partner"
             node.links.add(link)
             links[name] = link
+        now = time.time()
         for seq, (name, cid) in enumerate([("a", 5), ("b", 7), ("b", 3), ("a", 9)]):
-            links[name].queue.append((seq, cid))
+            links[name].queue.append((seq, cid, now))
         sent: list[tuple[str, int]] = []
         node.on_chunk_sent = lambda link, chunk, nbytes: sent.append((link.name, chunk.id))  # type: ignore[method-assign]
         task = asyncio.ensure_future(node._upload_loop())
@@ -57,7 +60,7 @@ def test_serial_upload_serves_requests_in_arrival_order_over_all_links(tmp_path:
                 assert isinstance(msg, wire.ChunkResp) and msg.data == bytes([msg.chunk]) * 20000
                 got[name].append(msg.chunk)
         # later requests go out in their order too
-        links["a"].queue.extend([(10, 8), (11, 1)])
+        links["a"].queue.extend([(10, 8, time.time()), (11, 1, time.time())])
         node.up_wake.set()
         for _ in range(2):
             msg = await far["a"].recv(5.0)
@@ -74,6 +77,53 @@ def test_serial_upload_serves_requests_in_arrival_order_over_all_links(tmp_path:
     sent, got = asyncio.run(body())
     assert sent == [("a", 5), ("b", 7), ("b", 3), ("a", 9), ("a", 8), ("a", 1)]
     assert got == {"a": [5, 9, 8, 1], "b": [7, 3]}
+
+
+@pytest.mark.parametrize("serial", [True, False])
+def test_requests_that_waited_past_queue_expiry_are_not_served(tmp_path: Path, serial: bool) -> None:
+    async def body() -> tuple[list[int], int]:
+        c = Cluster(tmp_path)
+        host = c.address("src")
+        cfg = source.Config.model_validate({"tracker": "127.0.0.1", "user": "u", "secret": "s", "bind": host,
+                                            "listen_port": free_port(host), "serial_upload": serial,
+                                            "queue_expiry": 1.0})
+        node = source.SourceNode(c.ctx("src", "source"), cfg)
+        await node.prepare()
+        assert node.buffer is not None
+        for cid in range(4):
+            node.buffer.put(Chunk(cid, bytes([cid]) * 20000))
+        accepted: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+        server = await asyncio.start_server(lambda r, w: accepted.put_nowait((r, w)), host, 0)
+        far = FramedStream(*await asyncio.open_connection(host, server.sockets[0].getsockname()[1]))
+        link = Link(FramedStream(*await accepted.get()), node.overlays[0], inbound=True, name="a",
+                    now=time.time(), peer=1)
+        link.state = "partner"
+        node.links.add(link)
+        now = time.time()
+        # chunks 0 and 2 waited 5 s and 1.5 s (their requester gave up), 1 and 3 are fresh
+        link.queue.extend([(0, 0, now - 5), (1, 2, now - 1.5), (2, 1, now - 0.2), (3, 3, now)])
+        if serial:
+            task = asyncio.ensure_future(node._upload_loop())
+            node.up_wake.set()
+        else:
+            task = asyncio.ensure_future(node._uploader(link))
+            link.wake.set()
+        got = []
+        for _ in range(2):
+            msg = await far.recv(5.0)
+            assert isinstance(msg, wire.ChunkResp)
+            got.append(msg.chunk)
+        with contextlib.suppress(TimeoutError):
+            extra = await far.recv(0.5)  # nothing else comes
+            got.append(getattr(extra, "chunk", -1))
+        task.cancel()
+        await link.close()
+        await far.close()
+        server.close()
+        return got, node.expired_requests
+
+    got, expired = asyncio.run(body())
+    assert got == [1, 3] and expired == 2
 
 
 def test_an_overlay_of_serial_uploaders_plays_on_time(tmp_path: Path) -> None:
