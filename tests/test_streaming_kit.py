@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -127,3 +128,42 @@ class Cluster:
             await asyncio.sleep(0.1)
         raise AssertionError(f"timed out waiting for {what}")
 
+
+
+async def source_holding(c: Cluster, chunks: int, size: int, **args: Any) -> source.SourceNode:
+    """A source node (not running its loops) on its own loopback address, holding chunks 0..chunks-1 of ``size``
+    bytes each (chunk i's bytes are all i), configured with ``args``."""
+    from nodes.chunk_buffer import Chunk
+
+    host = c.address("src")
+    cfg = source.Config.model_validate({"tracker": "127.0.0.1", "user": "u", "secret": "s", "bind": host,
+                                        "listen_port": free_port(host), **args})
+    node = source.SourceNode(c.ctx("src", "source"), cfg)
+    await node.prepare()
+    assert node.buffer is not None
+    for cid in range(chunks):
+        node.buffer.put(Chunk(cid, bytes([cid % 256]) * size))
+    return node
+
+
+async def partner_links(node: source.SourceNode, names: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Any],
+                                                                                  asyncio.AbstractServer]:
+    """Real loopback connections to ``node``, one per name, each attached on the node's side as an inbound
+    partnership (a ``Link`` in state partner): (links by name, far ends by name, the listening server)."""
+    from nodes.peer_link import Link
+    from nodes.wire import FramedStream
+
+    host = node.cfg.bind
+    accepted: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+    server = await asyncio.start_server(lambda r, w: accepted.put_nowait((r, w)), host, 0)
+    port = server.sockets[0].getsockname()[1]
+    links: dict[str, Any] = {}
+    far: dict[str, Any] = {}
+    for name in names:
+        far[name] = FramedStream(*await asyncio.open_connection(host, port))
+        link = Link(FramedStream(*await accepted.get()), node.overlays[0], inbound=True, name=name,
+                    now=time.time(), peer=len(links) + 1)
+        link.state = "partner"
+        node.links.add(link)
+        links[name] = link
+    return links, far, server

@@ -10,12 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from nodes import source, wire
+from nodes import wire
 from nodes.chunk_buffer import Chunk
-from nodes.peer_link import Link
 from nodes.player import LivePlayer
-from nodes.wire import FramedStream
-from tests.test_streaming_kit import Cluster, free_port
+from tests.test_streaming_kit import Cluster, partner_links, source_holding
 from tests.test_streaming_logic import Recorder, drive
 
 
@@ -58,28 +56,17 @@ def test_player_with_every_chunk_starts_at_once_despite_startup_wait() -> None:
 def test_source_refuses_repeats_only_while_busy(tmp_path: Path, seed_copies: int) -> None:
     async def body() -> list[tuple[str, bool]]:
         c = Cluster(tmp_path)
-        host = c.address("src")
-        cfg = source.Config.model_validate({"tracker": "127.0.0.1", "user": "u", "secret": "s", "bind": host,
-                                            "listen_port": free_port(host), "seed_copies": seed_copies})
-        node = source.SourceNode(c.ctx("src", "source"), cfg)
-        await node.prepare()
-        assert node.buffer is not None
-        for cid in range(4):
-            node.buffer.put(Chunk(cid, bytes([cid]) * 1000))
-        accepted: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
-        server = await asyncio.start_server(lambda r, w: accepted.put_nowait((r, w)), host, 0)
-        far = FramedStream(*await asyncio.open_connection(host, server.sockets[0].getsockname()[1]))
-        link = Link(FramedStream(*await accepted.get()), node.overlays[0], inbound=True, name="a", now=time.time(),
-                    peer=1)
-        link.state = "partner"
-        node.links.add(link)
+        node = await source_holding(c, 4, 1000, seed_copies=seed_copies)
+        cfg = node.cfg
+        links, fars, server = await partner_links(node, ("a",))
+        link, far = links["a"], fars["a"]
         node.on_chunk_sent(link, Chunk(1, b"x"), 1000)  # chunk 1 went out once; 2 never did
         out = [("idle, sent before", node.refuse_chunk(link, 1))]
-        link.queue.append(3)  # a request waits: the upload is busy
+        link.queue.append((0, 3, time.time()))  # a request waits: the upload is busy
         out += [("busy, sent before", node.refuse_chunk(link, 1)), ("busy, never sent", node.refuse_chunk(link, 2))]
         link.queue.clear()
         # the whole path: a request for the repeated chunk while busy is answered ERROR busy
-        link.queue.append(3)
+        link.queue.append((1, 3, time.time()))
         node._chunk_req(link, wire.ChunkReq(cfg.content, 1))
         reply = await far.recv(2.0) if seed_copies else None
         out.append(("answered busy", isinstance(reply, wire.Error) and reply.code == wire.ErrorCode.BUSY))

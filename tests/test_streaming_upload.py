@@ -19,32 +19,14 @@ from nodes import source, wire
 from nodes.chunk_buffer import Chunk
 from nodes.peer_link import Link
 from nodes.wire import FramedStream
-from tests.test_streaming_kit import Cluster, free_port
+from tests.test_streaming_kit import Cluster, free_port, partner_links, source_holding
 
 
 def test_serial_upload_serves_requests_in_arrival_order_over_all_links(tmp_path: Path) -> None:
     async def body() -> tuple[list[tuple[str, int]], dict[str, list[int]]]:
         c = Cluster(tmp_path)
-        host = c.address("src")
-        cfg = source.Config.model_validate({"tracker": "127.0.0.1", "user": "u", "secret": "s", "bind": host,
-                                            "listen_port": free_port(host), "serial_upload": True})
-        node = source.SourceNode(c.ctx("src", "source"), cfg)
-        await node.prepare()
-        assert node.buffer is not None
-        for cid in range(10):
-            node.buffer.put(Chunk(cid, bytes([cid]) * 20000))
-        accepted: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
-        server = await asyncio.start_server(lambda r, w: accepted.put_nowait((r, w)), host, 0)
-        port = server.sockets[0].getsockname()[1]
-        links: dict[str, Link] = {}
-        far: dict[str, FramedStream] = {}
-        for name in ("a", "b"):
-            far[name] = FramedStream(*await asyncio.open_connection(host, port))
-            link = Link(FramedStream(*await accepted.get()), node.overlays[0], inbound=True, name=name,
-                        now=time.time(), peer=len(links) + 1)
-            link.state = "partner"
-            node.links.add(link)
-            links[name] = link
+        node = await source_holding(c, 10, 20000, serial_upload=True)
+        links, far, server = await partner_links(node, ("a", "b"))
         now = time.time()
         for seq, (name, cid) in enumerate([("a", 5), ("b", 7), ("b", 3), ("a", 9)]):
             links[name].queue.append((seq, cid, now))
@@ -83,22 +65,9 @@ def test_serial_upload_serves_requests_in_arrival_order_over_all_links(tmp_path:
 def test_requests_that_waited_past_queue_expiry_are_not_served(tmp_path: Path, serial: bool) -> None:
     async def body() -> tuple[list[int], int]:
         c = Cluster(tmp_path)
-        host = c.address("src")
-        cfg = source.Config.model_validate({"tracker": "127.0.0.1", "user": "u", "secret": "s", "bind": host,
-                                            "listen_port": free_port(host), "serial_upload": serial,
-                                            "queue_expiry": 1.0})
-        node = source.SourceNode(c.ctx("src", "source"), cfg)
-        await node.prepare()
-        assert node.buffer is not None
-        for cid in range(4):
-            node.buffer.put(Chunk(cid, bytes([cid]) * 20000))
-        accepted: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
-        server = await asyncio.start_server(lambda r, w: accepted.put_nowait((r, w)), host, 0)
-        far = FramedStream(*await asyncio.open_connection(host, server.sockets[0].getsockname()[1]))
-        link = Link(FramedStream(*await accepted.get()), node.overlays[0], inbound=True, name="a",
-                    now=time.time(), peer=1)
-        link.state = "partner"
-        node.links.add(link)
+        node = await source_holding(c, 4, 20000, serial_upload=serial, queue_expiry=1.0)
+        links, fars, server = await partner_links(node, ("a",))
+        link, far = links["a"], fars["a"]
         now = time.time()
         # chunks 0 and 2 waited 5 s and 1.5 s (their requester gave up), 1 and 3 are fresh
         link.queue.extend([(0, 0, now - 5), (1, 2, now - 1.5), (2, 1, now - 0.2), (3, 3, now)])
