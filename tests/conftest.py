@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from topologies.multicast import kernel_multicast_routing
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -47,6 +49,13 @@ def no_leftovers():
     new = {k: [x for x in v if x not in before.get(k, [])] for k, v in after.items()}
     new = {k: v for k, v in new.items() if v}
     assert not new, f"leftovers after the test: {new}"
+
+
+MULTICAST_ROUTING_MISSING = kernel_multicast_routing()
+needs_multicast_routing = pytest.mark.skipif(MULTICAST_ROUTING_MISSING is not None,
+                                             reason=MULTICAST_ROUTING_MISSING or "")
+"""For tests whose network has multicast routers (smcroute, pimd): they skip, with the reason, on a kernel
+without IPv4 multicast routing; what does not need routing is covered by tests that run there."""
 
 
 def pytest_collection_modifyitems(config, items):

@@ -11,7 +11,7 @@ import pytest
 from analysis.events import load_events
 from analysis.flows import flow_table
 from scenarios.run import RunOptions, run_scenario
-from tests.conftest import REPO
+from tests.conftest import REPO, needs_multicast_routing
 
 LIBRARY = REPO / "scenarios" / "library"
 
@@ -23,7 +23,11 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+ROUTED = {"islands", "vod_mixed"}  # networks with multicast routers
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=needs_multicast_routing) if n in ROUTED else n
+                                  for n in sorted(CASES)])
 def test_library_scenario_runs_and_draws(no_leftovers, results_dir, tmp_path, name) -> None:
     text = (LIBRARY / f"{name}.yaml").read_text()
     replacements, intact = CASES[name]

@@ -25,7 +25,7 @@ from ruamel.yaml import YAML
 from scenarios.loader import load_scenario
 from scenarios.processes import ProcessTable
 from scenarios.run import RunOptions, run_scenario
-from tests.conftest import REPO
+from tests.conftest import REPO, needs_multicast_routing
 from topologies.multicast import find_binary, smcroute_ports
 from topologies.plan import make_plan
 
@@ -154,6 +154,7 @@ def sent(box: dict[str, Any]) -> list[dict[str, Any]]:
     return [e for e in _events(box["bundle"], "asrc.tx") if e["event"] == "probe_send"]
 
 
+@needs_multicast_routing
 @pytest.mark.parametrize("daemon", ["pimd", "smcroute"])
 def test_multicast_reaches_a_and_b_not_c_and_leave_is_honoured(daemon, runs, tmp_path_factory,
                                                                no_leftovers) -> None:
@@ -183,6 +184,7 @@ def test_multicast_reaches_a_and_b_not_c_and_leave_is_honoured(daemon, runs, tmp
         assert box["samples"]["end"]["ccore"] > 0
 
 
+@needs_multicast_routing
 @pytest.mark.parametrize("daemon", ["pimd", "smcroute"])
 def test_leave_stops_reception_within_3_s(daemon, runs, tmp_path_factory, no_leftovers) -> None:
     box = run_variant(runs, tmp_path_factory, daemon, backbone=True)
@@ -204,6 +206,7 @@ def test_leave_stops_reception_within_3_s(daemon, runs, tmp_path_factory, no_lef
     assert brx_after > 100, "the other receiver on the same LAN must keep receiving"
 
 
+@needs_multicast_routing
 @pytest.mark.parametrize("daemon", ["pimd", "smcroute"])
 def test_backbone_without_multicast_routing_cuts_off_b(daemon, runs, tmp_path_factory, no_leftovers) -> None:
     box = run_variant(runs, tmp_path_factory, daemon, backbone=False)
@@ -217,6 +220,7 @@ def test_backbone_without_multicast_routing_cuts_off_b(daemon, runs, tmp_path_fa
     assert not (box["bundle"] / "state" / "multicast-bb.txt").exists()
 
 
+@needs_multicast_routing
 @pytest.mark.parametrize("daemon", ["pimd", "smcroute"])
 def test_bundle_dump_shows_multicast_routes(daemon, runs, tmp_path_factory, no_leftovers) -> None:
     box = run_variant(runs, tmp_path_factory, daemon, backbone=True)

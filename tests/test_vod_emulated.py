@@ -7,12 +7,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from analysis.dynapeer_compare import mroute_groups
 from analysis.dynapeer_scenarios import VodSetup, vod_scenario
 from analysis.events import load_events
 from scenarios.run import RunOptions, run_scenario
+from tests.conftest import MULTICAST_ROUTING_MISSING, needs_multicast_routing
 
 
+@needs_multicast_routing
 def test_mixed_network_runs_both_modes(tmp_path: Path, no_leftovers: None) -> None:
     setup = VodSetup(policy="dynapeer_multicast", network="mixed", seed=2, time_factor=180.0, warmup_l=0.2,
                      measure_l=0.8, keep=(9,))
@@ -37,4 +41,28 @@ def test_mixed_network_runs_both_modes(tmp_path: Path, no_leftovers: None) -> No
     due_b = due[due["node"].astype(str).map(isp_of) == "b"]
     assert len(due_b) > 0
     assert due_b["on_time"].map(lambda v: v is True or v == 1.0).mean() >= 0.98
+    assert due["on_time"].map(lambda v: v is True or v == 1.0).mean() >= 0.98
+
+
+@pytest.mark.skipif(MULTICAST_ROUTING_MISSING is None,
+                    reason="this kernel routes multicast: the mixed-network test covers unicast mode (ISP b)")
+def test_unicast_network_serves_dynapeer_in_unicast_mode(tmp_path: Path, no_leftovers: None) -> None:
+    """On a kernel without multicast routing, the part of DynaPeer that needs none: with no ISP routing multicast,
+    every client is served in unicast mode (server and peers, no channel) and plays on time."""
+    setup = VodSetup(policy="dynapeer_multicast", network="unicast", seed=2, time_factor=180.0, warmup_l=0.2,
+                     measure_l=0.8, keep=(9,))
+    sc = vod_scenario(setup)
+    path = tmp_path / "vod_unicast.yaml"
+    path.write_text(json.dumps(sc))
+    outcome = run_scenario(path, RunOptions(results=tmp_path / "results", seed=setup.seed))
+    assert outcome.status == "completed", outcome.error
+    assert not outcome.crashes
+    assert not mroute_groups(outcome.bundle)
+    frame = load_events(outcome.bundle).frame
+    clients = frame[frame["role"].astype(str) == "vod_client"]
+    plans = clients[clients["event"] == "plan"]
+    kinds = {s["kind"] for sources in plans["sources"] for s in sources}
+    assert "multicast" not in kinds and "peer" in kinds, kinds
+    due = clients[clients["event"] == "chunk_due"]
+    assert len(due) > 0
     assert due["on_time"].map(lambda v: v is True or v == 1.0).mean() >= 0.98

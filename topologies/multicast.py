@@ -442,10 +442,23 @@ class MulticastService:
             self.proc.wait()
 
 
+def kernel_multicast_routing() -> str | None:
+    """None if this kernel can route IPv4 multicast, else why not. The kernel's multicast routing (ipmr,
+    ``CONFIG_IP_MROUTE``) creates ``/proc/net/ip_mr_vif`` in every network namespace; without it smcrouted and
+    pimd cannot open their routing socket ("Kernel does not even support IGMP") and no group crosses a router."""
+    if Path("/proc/net/ip_mr_vif").exists():
+        return None
+    return ("this kernel has no IPv4 multicast routing (CONFIG_IP_MROUTE is not set: /proc/net/ip_mr_vif is "
+            "missing), so multicast routers (smcroute, pimd) cannot run")
+
+
 def start_multicast_routing(net: Any, node: str, cfg: MulticastRouting) -> MulticastService:
     """Start ``cfg.daemon`` in router ``node`` of a built network (``topologies.network.EmulatedNetwork``)."""
     if net.plan.kinds.get(node) != "router":
         raise MulticastError(f"{node}: only a router runs multicast routing")
+    missing = kernel_multicast_routing()
+    if missing is not None:
+        raise MulticastError(f"{node}: multicast_routing: {missing}")
     service = MulticastService(net, node, cfg)
     service.start()
     return service
