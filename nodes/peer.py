@@ -345,8 +345,8 @@ class PeerNode(StreamNode):
                         self.sched.forget(lo)
                 for r in self.sched.plan(now, self.candidates(now)):
                     link: Link = r.partner  # type: ignore[assignment]
-                    link.send(wire.ChunkReq(content, r.chunk))
                     due = self._deadline(r.chunk, now)
+                    link.send(wire.ChunkReq(content, r.chunk, self._due_ms(due, now)))
                     self.ctx.log.emit("chunk_req", chunk=r.chunk, to=link.name,
                                       due_in=None if due is None else round(due - now, 3))
             except Exception as exc:  # noqa: BLE001 - one bad round must not stop the scheduler
@@ -354,6 +354,14 @@ class PeerNode(StreamNode):
 
     def _deadline(self, chunk: int, now: float) -> float | None:
         return self.player.deadline(chunk, now) if self.player is not None else None
+
+    def _due_ms(self, due: float | None, now: float) -> int:
+        """The deadline a chunk request carries: only while playing and skipping what is late, where a chunk after
+        its deadline is worthless (while buffering, stalled, or in stall mode it is still wanted later: 0)."""
+        p = self.player
+        if due is None or p is None or p.state != "playing" or p.on_missing != "skip":
+            return 0
+        return min(wire.U32, max(1, round((due - now) * 1000)))
 
     # -- playback ---------------------------------------------------------------------------------------------
     async def _play_loop(self) -> None:

@@ -7,8 +7,9 @@ messages and chunks share it, in both directions, so a peer behind a NAT that op
 it as well. Every frame goes through the shared wire format (``wire.FramedStream``: framing that resynchronises,
 byte counters split into control and data).
 
-A link serves the chunk requests of its partner in order (a FIFO of chunk ids, at most ``max_queue``, each with
-its arrival number on the node, so a serial uploader can serve all links in arrival order); its
+A link serves the chunk requests of its partner in order (a FIFO of :class:`Queued` requests, at most ``max_queue``,
+each with its arrival number on the node, so a serial uploader can serve all links in arrival order, and the time by
+which the requester must have it); its
 uploader writes one CHUNK_RESP at a time and waits for the socket to drain, so TCP paces the upload and the
 partners of a node share its uplink. The link also remembers the partner's last buffer map.
 """
@@ -19,7 +20,7 @@ import asyncio
 import contextlib
 import itertools
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from nodes import wire
 from nodes.wire import FramedStream
@@ -28,6 +29,15 @@ if TYPE_CHECKING:
     from nodes.overlay import Overlay
 
 _ids = itertools.count(1)
+
+
+class Queued(NamedTuple):
+    """A chunk request waiting on a link."""
+
+    arrival: int  # arrival number on the node (serial upload serves all links in this order)
+    chunk: int
+    at: float  # when it came (epoch s)
+    due: float = float("inf")  # when the requester plays the chunk (epoch s, its ``due_ms``); inf: no deadline
 
 
 async def open_stream(host: str, port: int, bind: str = "0.0.0.0", timeout: float = 5.0,
@@ -61,7 +71,7 @@ class Link:
         self.bm: wire.BufferMap | None = None
         self.bm_at = now
         self.bm_newest = -1
-        self.queue: deque[tuple[int, int, float]] = deque()  # (arrival number on the node, chunk id, time)
+        self.queue: deque[Queued] = deque()
         self.wake = asyncio.Event()
         self.opened_at = now
         self.added_at = now

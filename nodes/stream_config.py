@@ -98,10 +98,20 @@ class StreamParams(BaseModel):
                                                                     "made at least this many seconds ago (a viewer "
                                                                     "that far behind needs it soon); null = no "
                                                                     "exception")
+    serve_urgent: float | None = Field(default=None, ge=0, description="serve_horizon never refuses a chunk "
+                                                                       "request due within this many seconds "
+                                                                       "(its due_ms: the requester plays it "
+                                                                       "soon); null = no exception")
     queue_expiry: float | None = Field(default=None, gt=0, description="forget a queued chunk request that "
                                                                        "waited this many seconds without being "
                                                                        "served (its requester has timed out and "
                                                                        "asked elsewhere); null = never")
+    serve_deadline: bool = Field(default=True, description="live: answer ERROR busy to a chunk request that "
+                                                          "cannot reach the requester before the deadline it "
+                                                          "gives (CHUNK_REQ due_ms; the wait is estimated from "
+                                                          "the queued requests and the measured upload rate), "
+                                                          "and drop a queued one once its chunk can no longer "
+                                                          "arrive in time")
     serial_upload: bool = Field(default=False, description="serve the chunk requests of all partners one chunk "
                                                           "at a time, in the order the requests came, instead "
                                                           "of one chunk per connection at once (sharing the "

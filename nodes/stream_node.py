@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import fcntl
 import itertools
+import math
 import re
 import socket
 import struct
@@ -38,7 +39,7 @@ from nodes import wire
 from nodes.chunk_buffer import Chunk, FileBuffer, LiveBuffer
 from nodes.hybrid import MainsView, Scope
 from nodes.overlay import Overlay
-from nodes.peer_link import Link
+from nodes.peer_link import Link, Queued
 from nodes.runtime import NodeContext
 from nodes.stream_config import StreamParams
 from nodes.wire import ErrorCode, FramedStream, JoinFlag, MsgType, PartnerReason
@@ -87,6 +88,7 @@ class StreamNode:
         self._up_mark = (0.0, 0)  # (time, data bytes sent) at the last measurement
         self.busy_refusals = 0
         self.expired_requests = 0
+        self.late_refusals = 0  # chunk requests refused or dropped because the chunk could not arrive in time
         self.bm_dirty = False  # chunks arrived since the last buffer map
         self.up_wake = asyncio.Event()  # serial_upload: a chunk request was queued
         self._arrivals = itertools.count()  # order of the chunk requests queued on all connections
@@ -344,11 +346,12 @@ class StreamNode:
         best: Link | None = None
         for lk in self.links:
             self._expire(lk)
-            if not lk.closed and lk.queue and (best is None or lk.queue[0][0] < best.queue[0][0]):
+            self._drop_late(lk)
+            if not lk.closed and lk.queue and (best is None or lk.queue[0].arrival < best.queue[0].arrival):
                 best = lk
         if best is None:
             return None
-        return best, best.queue.popleft()[1]
+        return best, best.queue.popleft().chunk
 
     def _expire(self, link: Link) -> None:
         """Forget the requests at the head of ``link``'s queue that waited longer than ``queue_expiry``: their
@@ -357,9 +360,46 @@ class StreamNode:
         if expiry is None:
             return
         now = time.time()
-        while link.queue and now - link.queue[0][2] > expiry:
+        while link.queue and now - link.queue[0].at > expiry:
             link.queue.popleft()
             self.expired_requests += 1
+
+    def _drop_late(self, link: Link) -> None:
+        """Drop the requests at the head of ``link``'s queue whose chunk can no longer reach the requester before
+        the deadline it gave (``serve_deadline``): sending it would only take upload from chunks still in time.
+        The requester is told (ERROR busy) so that it stops waiting for it."""
+        if not self.cfg.serve_deadline:
+            return
+        now = time.time()
+        # the chunk at the head goes out next; with one uploader per connection it shares the uplink with the
+        # other connections that have chunks to send
+        sharing = 1 if self.cfg.serial_upload else sum(1 for lk in self.links if lk.queue or lk is link)
+        while link.queue and now + sharing * self._transfer_s() > link.queue[0].due:
+            q = link.queue.popleft()
+            self.late_refusals += 1
+            link.send(wire.Error(ErrorCode.BUSY, MsgType.CHUNK_REQ, f"chunk {q.chunk}"))
+
+    def _transfer_s(self) -> float:
+        """Seconds one chunk takes on this node's uplink at the measured upload rate (0 until measured)."""
+        if not self.up_rate:
+            return 0.0
+        size = self.info.chunk_bytes if self.info is not None else 65536
+        return size / self.up_rate
+
+    def _wait_s(self, link: Link) -> float:
+        """Seconds until one more request on ``link`` would be sent, at the measured upload rate: with one uploader
+        per connection the links share the uplink, so each other link sends as many of its queued chunks as this
+        one has ahead (at most); the serial uploader serves every queued request first."""
+        ahead = len(link.queue)
+        if self.cfg.serial_upload:
+            queued = sum(len(lk.queue) for lk in self.links)
+        else:
+            queued = sum(min(len(lk.queue), ahead + 1) for lk in self.links if lk is not link) + ahead
+        return (queued + 1) * self._transfer_s()
+
+    def _too_late(self, link: Link, msg: wire.ChunkReq) -> bool:
+        """``serve_deadline``: the requested chunk would reach the requester after the deadline it gave."""
+        return bool(self.cfg.serve_deadline and msg.due_ms and self._wait_s(link) > msg.due_ms / 1000)
 
     async def _send_chunk(self, link: Link, cid: int) -> bool:
         """Write one requested chunk to ``link`` (ERROR no-such-chunk when it is no longer held); True if a chunk
@@ -409,9 +449,10 @@ class StreamNode:
                 link.wake.clear()
                 while not link.closed:
                     self._expire(link)
+                    self._drop_late(link)
                     if not link.queue:
                         break
-                    _, cid, _ = link.queue.popleft()
+                    cid = link.queue.popleft().chunk
                     chunk = self.buffer.get(cid) if self.buffer is not None else None
                     if chunk is None:
                         link.send(wire.Error(ErrorCode.NO_SUCH_CHUNK, MsgType.CHUNK_REQ, f"chunk {cid}"))
@@ -597,22 +638,32 @@ class StreamNode:
             link.send(wire.Error(ErrorCode.UNEXPECTED, msg.TYPE, "not a partner"))
         elif self.buffer is None or not self.buffer.has(msg.chunk):
             link.send(wire.Error(ErrorCode.NO_SUCH_CHUNK, msg.TYPE, f"chunk {msg.chunk}"))
-        elif len(link.queue) >= self.cfg.max_queue or self._overloaded(msg.chunk) or self.refuse_chunk(link, msg.chunk):
+        elif (len(link.queue) >= self.cfg.max_queue or self._overloaded(msg.chunk, msg.due_ms)
+              or self.refuse_chunk(link, msg.chunk)):
             self.busy_refusals += 1
             link.send(wire.Error(ErrorCode.BUSY, msg.TYPE, f"chunk {msg.chunk}"))
+        elif self._too_late(link, msg):
+            self.late_refusals += 1
+            link.send(wire.Error(ErrorCode.BUSY, msg.TYPE, f"chunk {msg.chunk}"))
         else:
-            link.queue.append((next(self._arrivals), msg.chunk, time.time()))
+            now = time.time()
+            link.queue.append(Queued(next(self._arrivals), msg.chunk, now,
+                                     now + msg.due_ms / 1000 if msg.due_ms else math.inf))
             link.wake.set()
             self.up_wake.set()
 
-    def _overloaded(self, chunk: int) -> bool:
+    def _overloaded(self, chunk: int, due_ms: int = 0) -> bool:
         """Admission control: one more chunk would wait longer than ``serve_horizon`` behind those queued for
         upload (at the upload rate measured while there was a queue). A requester told busy asks another partner
-        at once instead of waiting in a queue that would make it late. Live, a chunk made ``serve_old`` seconds
-        ago or more is always accepted: a viewer playing that far behind the source needs it soon, and the
-        queue it would be refused from is mostly fresh chunks that can wait (or come from other holders)."""
+        at once instead of waiting in a queue that would make it late, and a fresh chunk waits to spread to
+        partners with time to spare instead of deepening the queues of the few that hold it. A request due within
+        ``serve_urgent`` seconds (its ``due_ms``) is always accepted (``serve_deadline`` still refuses it when it
+        cannot make it): that viewer needs it soon. Likewise, live, a chunk made ``serve_old`` seconds ago or
+        more (for requesters that send no deadline)."""
         horizon = self.cfg.serve_horizon * (4 if self.cfg.mode == "download" else 1)
         if not horizon or not self.up_rate:
+            return False
+        if due_ms and self.cfg.serve_urgent is not None and due_ms / 1000 <= self.cfg.serve_urgent:
             return False
         if self.cfg.serve_old is not None and isinstance(self.buffer, LiveBuffer):
             held = self.buffer.get(chunk)
@@ -719,6 +770,7 @@ class StreamNode:
                           partners=len(self.partner_links()), connections=len(self.links),
                           chunks=self.buffer.count if self.buffer is not None else 0, dups=self.dup_chunks,
                           rejected=self.rejected_chunks, busy=self.busy_refusals, expired=self.expired_requests,
+                          late=self.late_refusals,
                           up_kbps=round(self.up_rate * 8 / 1000, 1) if self.up_rate else None,
                           **self.extra_traffic())
         self._reported = c

@@ -912,24 +912,31 @@ class ContentsResp(Message):
 
 @dataclass(frozen=True, slots=True)
 class ChunkReq(Message):
-    """Ask a partner for one chunk."""
+    """Ask a partner for one chunk; ``due_ms``: milliseconds until the requester plays it (0 = no deadline, e.g.
+    download mode; the field is then left out, so the payload is 8 or 12 bytes). A supplier does not send a chunk
+    that cannot arrive in time."""
 
     TYPE: ClassVar[MsgType] = MsgType.CHUNK_REQ
     MIN_LEN: ClassVar[int] = 8
-    MAX_LEN: ClassVar[int] = 8
+    MAX_LEN: ClassVar[int] = 12
     content: int
     chunk: int
+    due_ms: int = 0
 
     def validate(self) -> None:
         _check_int("content", self.content, 1, U32)
         _check_int("chunk", self.chunk, 0, U32)
+        _check_int("due_ms", self.due_ms, 0, U32)
 
     def pack(self) -> bytes:
+        if self.due_ms:
+            return struct.pack(">III", self.content, self.chunk, self.due_ms)
         return struct.pack(">II", self.content, self.chunk)
 
     @classmethod
     def unpack(cls, r: _Reader) -> ChunkReq:
-        return cls(r.u32("content"), r.u32("chunk"))
+        content, chunk = r.u32("content"), r.u32("chunk")
+        return cls(content, chunk, r.u32("due_ms") if r.pos < len(r.buf) else 0)
 
 
 CHUNK_HEAD = struct.Struct(">IIQB")  # content, chunk, created_us, sig_kind

@@ -12,6 +12,7 @@ import pytest
 
 from nodes import wire
 from nodes.chunk_buffer import Chunk
+from nodes.peer_link import Queued
 from nodes.player import LivePlayer
 from tests.test_streaming_kit import Cluster, partner_links, source_holding
 from tests.test_streaming_logic import Recorder, drive
@@ -62,11 +63,11 @@ def test_source_refuses_repeats_only_while_busy(tmp_path: Path, seed_copies: int
         link, far = links["a"], fars["a"]
         node.on_chunk_sent(link, Chunk(1, b"x"), 1000)  # chunk 1 went out once; 2 never did
         out = [("idle, sent before", node.refuse_chunk(link, 1))]
-        link.queue.append((0, 3, time.time()))  # a request waits: the upload is busy
+        link.queue.append(Queued(0, 3, time.time()))  # a request waits: the upload is busy
         out += [("busy, sent before", node.refuse_chunk(link, 1)), ("busy, never sent", node.refuse_chunk(link, 2))]
         link.queue.clear()
         # the whole path: a request for the repeated chunk while busy is answered ERROR busy
-        link.queue.append((1, 3, time.time()))
+        link.queue.append(Queued(1, 3, time.time()))
         node._chunk_req(link, wire.ChunkReq(cfg.content, 1))
         reply = await far.recv(2.0) if seed_copies else None
         out.append(("answered busy", isinstance(reply, wire.Error) and reply.code == wire.ErrorCode.BUSY))

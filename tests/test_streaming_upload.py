@@ -17,7 +17,7 @@ import pytest
 from analysis.metrics import viewer_metrics
 from nodes import source, wire
 from nodes.chunk_buffer import Chunk
-from nodes.peer_link import Link
+from nodes.peer_link import Link, Queued
 from nodes.wire import FramedStream
 from tests.test_streaming_kit import Cluster, free_port, partner_links, source_holding
 
@@ -29,7 +29,7 @@ def test_serial_upload_serves_requests_in_arrival_order_over_all_links(tmp_path:
         links, far, server = await partner_links(node, ("a", "b"))
         now = time.time()
         for seq, (name, cid) in enumerate([("a", 5), ("b", 7), ("b", 3), ("a", 9)]):
-            links[name].queue.append((seq, cid, now))
+            links[name].queue.append(Queued(seq, cid, now))
         sent: list[tuple[str, int]] = []
         node.on_chunk_sent = lambda link, chunk, nbytes: sent.append((link.name, chunk.id))  # type: ignore[method-assign]
         task = asyncio.ensure_future(node._upload_loop())
@@ -42,7 +42,7 @@ def test_serial_upload_serves_requests_in_arrival_order_over_all_links(tmp_path:
                 assert isinstance(msg, wire.ChunkResp) and msg.data == bytes([msg.chunk]) * 20000
                 got[name].append(msg.chunk)
         # later requests go out in their order too
-        links["a"].queue.extend([(10, 8, time.time()), (11, 1, time.time())])
+        links["a"].queue.extend([Queued(10, 8, time.time()), Queued(11, 1, time.time())])
         node.up_wake.set()
         for _ in range(2):
             msg = await far["a"].recv(5.0)
@@ -70,7 +70,7 @@ def test_requests_that_waited_past_queue_expiry_are_not_served(tmp_path: Path, s
         link, far = links["a"], fars["a"]
         now = time.time()
         # chunks 0 and 2 waited 5 s and 1.5 s (their requester gave up), 1 and 3 are fresh
-        link.queue.extend([(0, 0, now - 5), (1, 2, now - 1.5), (2, 1, now - 0.2), (3, 3, now)])
+        link.queue.extend([Queued(0, 0, now - 5), Queued(1, 2, now - 1.5), Queued(2, 1, now - 0.2), Queued(3, 3, now)])
         if serial:
             task = asyncio.ensure_future(node._upload_loop())
             node.up_wake.set()
@@ -93,6 +93,46 @@ def test_requests_that_waited_past_queue_expiry_are_not_served(tmp_path: Path, s
 
     got, expired = asyncio.run(body())
     assert got == [1, 3] and expired == 2
+
+
+@pytest.mark.parametrize("serial", [True, False])
+def test_a_chunk_that_cannot_arrive_before_its_deadline_is_refused_or_dropped(tmp_path: Path, serial: bool) -> None:
+    async def body() -> tuple[list[int], list[int], int]:
+        c = Cluster(tmp_path)
+        node = await source_holding(c, 6, 20000, serial_upload=serial)
+        links, fars, server = await partner_links(node, ("a",))
+        link, far = links["a"], fars["a"]
+        node.up_rate = 20000 / 0.5  # the uplink takes 0.5 s per chunk
+        now = time.time()
+        # two requests in time, one whose requester plays the chunk 0.1 s ago
+        link.queue.extend([Queued(0, 0, now), Queued(1, 1, now), Queued(2, 2, now, now - 0.1)])
+        content = node.cfg.content
+        node._chunk_req(link, wire.ChunkReq(content, 3, 1000))  # 4th in line: 2 s away, due in 1 s: refused
+        node._chunk_req(link, wire.ChunkReq(content, 4, 10000))  # due in 10 s: queued
+        node._chunk_req(link, wire.ChunkReq(content, 5))  # no deadline (download, buffering): queued
+        if serial:
+            task = asyncio.ensure_future(node._upload_loop())
+            node.up_wake.set()
+        else:
+            task = asyncio.ensure_future(node._uploader(link))
+            link.wake.set()
+        sent: list[int] = []
+        refused: list[int] = []
+        while len(sent) < 4:
+            msg = await far.recv(5.0)
+            if isinstance(msg, wire.ChunkResp):
+                sent.append(msg.chunk)
+            elif isinstance(msg, wire.Error) and msg.code == wire.ErrorCode.BUSY:
+                refused.append(int(msg.reason.split()[-1]))
+        task.cancel()
+        await link.close()
+        await far.close()
+        server.close()
+        return sent, refused, node.late_refusals
+
+    sent, refused, late = asyncio.run(body())
+    assert sent == [0, 1, 4, 5]
+    assert refused == [3, 2] and late == 2  # refused at once, then dropped from the queue (and the requester told)
 
 
 def test_an_overlay_of_serial_uploaders_plays_on_time(tmp_path: Path) -> None:
@@ -120,7 +160,7 @@ def test_an_overlay_of_serial_uploaders_plays_on_time(tmp_path: Path) -> None:
     assert not c.events("src", "node_error")
 
 
-def test_admission_control_refuses_fresh_chunks_but_never_old_ones(tmp_path: Path) -> None:
+def test_admission_control_refuses_fresh_chunks_but_never_old_or_urgent_ones(tmp_path: Path) -> None:
     async def body() -> tuple[bool, bool, bool]:
         c = Cluster(tmp_path)
         host = c.address("src")
@@ -140,14 +180,17 @@ def test_admission_control_refuses_fresh_chunks_but_never_old_ones(tmp_path: Pat
         link = Link(FramedStream(*await accepted.get()), node.overlays[0], inbound=True, name="a", now=now, peer=1)
         node.links.add(link)
         idle = node._overloaded(2)
-        link.queue.append((0, 1))
+        link.queue.append(Queued(0, 1, time.time()))
         out = idle, node._overloaded(2), node._overloaded(1)
+        node.cfg.serve_urgent = 5.0
+        due = node._overloaded(2, due_ms=4000), node._overloaded(2, due_ms=9000)
         await link.close()
         far_writer.close()
         server.close()
-        return out
+        return out + due
 
-    idle, fresh, old = asyncio.run(body())
+    idle, fresh, old, urgent, not_urgent = asyncio.run(body())
     assert not idle  # nothing queued: the chunk goes out within the horizon
     assert fresh  # a fresh chunk behind a queue longer than the horizon: busy, ask elsewhere
     assert not old  # an old chunk is always taken
+    assert not urgent and not_urgent  # serve_urgent: a request due within 5 s is taken, one due in 9 s is not

@@ -155,7 +155,7 @@ MESSAGES: dict[type[wire.Message], st.SearchStrategy[wire.Message]] = {
     wire.ContentsReq: st.builds(wire.ContentsReq, text(wire.MAX_NAME)),
     wire.ContentsResp: st.builds(wire.ContentsResp, st.lists(
         st.builds(wire.ContentEntry, pos32, text(wire.MAX_TEXT), u16), max_size=20).map(tuple)),
-    wire.ChunkReq: st.builds(wire.ChunkReq, pos32, u32),
+    wire.ChunkReq: st.builds(wire.ChunkReq, pos32, u32, u32),
     wire.ChunkResp: chunk_resp(),
     wire.Error: st.builds(wire.Error, codes(wire.ErrorCode), u8, text(wire.MAX_TEXT)),
     wire.ContentInfoReq: st.builds(wire.ContentInfoReq, pos32),
@@ -222,6 +222,7 @@ def test_sizes_are_compact() -> None:
     chunk = wire.ChunkResp.hashed(1, 7, bytes(1000))
     assert len(encode(chunk)) == wire.OVERHEAD + 17 + 32 + 4 + 1000
     assert len(encode(wire.ChunkReq(1, 7))) == wire.OVERHEAD + 8
+    assert len(encode(wire.ChunkReq(1, 7, 2500))) == wire.OVERHEAD + 12  # with the requester's deadline
 
 
 # -- hostile input -----------------------------------------------------------------------------------------------
