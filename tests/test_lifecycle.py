@@ -3,6 +3,7 @@ build, and SIGKILL of the runner followed by ``invoke clean``. Also: crashes are
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -66,6 +67,11 @@ def test_normal_run_completes_and_cleans_up(no_leftovers, results_dir) -> None:
     # each role reports its own peak memory, not that of the runner it was forked from (hundreds of MB)
     stops = [json.loads(x) for x in (bundle / "events/h1.tx.jsonl").read_text().splitlines() if "process_stop" in x]
     assert stops and 5_000 < stops[-1]["max_rss_kb"] < 80_000, stops
+    # the runner wrote the roles' bytecode (even under PYTHONDONTWRITEBYTECODE): processes start from .pyc files
+    for mod in ("nodes/probe_sender.py", "nodes/runtime.py", "topologies/impair/delayline.py"):
+        src = REPO / mod
+        pyc = Path(importlib.util.cache_from_source(str(src)))
+        assert pyc.exists() and pyc.stat().st_mtime >= src.stat().st_mtime, mod
 
 
 def test_ctrl_c_marks_interrupted_and_cleans_up(no_leftovers, results_dir) -> None:
