@@ -380,3 +380,25 @@ def test_signed_chunks() -> None:
                     wire.ChunkResp(3, 9, b"payload", 1235, msg.sig_kind, msg.sig),
                     wire.ChunkResp.hashed(3, 9, b"payload", 1234)):
         assert not wire.chunk_signed_by(changed, b"key")
+
+
+def test_a_chunk_request_carries_a_deadline_only_while_playing_and_skipping() -> None:
+    from types import SimpleNamespace
+
+    from nodes.peer import PeerNode
+
+    def due_ms(player: LivePlayer, due: float, now: float) -> int:
+        return PeerNode._due_ms(SimpleNamespace(player=player), due, now)  # type: ignore[arg-type]
+
+    skip = LivePlayer(Recorder(), 1, 1.0, startup=2, on_missing="skip")
+    skip.request(0.0)
+    skip.start_at(0)
+    assert due_ms(skip, 1.0, 0.0) == 0  # buffering: the start-up chunks are wanted whenever they come
+    drive(skip, {i: Chunk(i, b"x") for i in range(6)}, 2.5)
+    assert skip.state == "playing"
+    assert due_ms(skip, 5.25, 2.5) == 2750 and due_ms(skip, 2.0, 2.5) == 1  # past due: the least deadline
+    stall = LivePlayer(Recorder(), 1, 1.0, startup=1, on_missing="stall")
+    stall.request(0.0)
+    stall.start_at(0)
+    drive(stall, {i: Chunk(i, b"x") for i in range(6)}, 2.5)
+    assert stall.state == "playing" and due_ms(stall, 5.0, 2.5) == 0  # a stalling player still wants it later
