@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -206,8 +207,9 @@ def test(c, k="", extra=""):
     raise Exit(code=code)
 
 
-@task(help={"what": "impair | scale | analysis | vod"})
-def bench(c, what):
+@task(help={"what": "impair | scale | analysis | vod | streaming",
+            "args": "options passed to the benchmark's module, e.g. --args '--sizes 100 --no-delay'"})
+def bench(c, what, args=""):
     """Benchmarks that print figures: impair (delay-line packets/s), scale (build/teardown), analysis, vod,
     streaming (peers sustained at 500 kbit/s, RSS per peer)."""
     _need_root()
@@ -216,7 +218,7 @@ def bench(c, what):
     if what not in modules:
         console.print(f"[red]unknown benchmark {what!r}[/]; choose from {', '.join(modules)}")
         raise Exit(code=2)
-    code = subprocess.run([sys.executable, "-m", modules[what]], cwd=REPO, check=False).returncode
+    code = subprocess.run([sys.executable, "-m", modules[what], *shlex.split(args)], cwd=REPO, check=False).returncode
     raise Exit(code=code)
 
 

@@ -1,7 +1,7 @@
 """Benchmark: how many live-streaming peers this machine sustains, and what one peer process costs in memory.
 
-``invoke bench streaming`` (``python -m analysis.bench_streaming [--sizes 25,50,100,150] [--duration 90]
-[--peer-arg window=60]``) runs
+``invoke bench streaming [--args '...']`` (``python -m analysis.bench_streaming [--sizes 25,50,100,150]
+[--duration 90] [--peer-arg window=60] [--no-delay]``) runs
 the generated mesh of :mod:`scenarios.streaming_scenarios` (8/1 Mbit/s lines, a 500 kbit/s stream, a source with
 upload for four streams) at growing sizes, one run after another, and stops at the first size whose mean
 continuity index falls below 0.98 (or whose peers do not all play). For each size it prints the mean and worst
@@ -9,6 +9,8 @@ continuity, the share of the stream the source sent, and the peak RSS of the pee
 .max_rss_kb``, logged by every role at exit). Memory is compared with a baseline measured in the same run: an
 idle ``probe_sink`` role on the tracker's node, i.e. the Python runtime every role pays for; the ratio (peer /
 baseline) is what the peer's own buffers and state add. The answer is the largest size that passed.
+``--no-delay`` drops the lines' 10 ms: the rate limits stay in the kernel (HTB), and no user-space delay line per
+peer (this machine has no netem) competes with the peers for the two cores.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import pandas as pd
 
 from analysis.events import load_events
 from analysis.streaming_accept import measure_live, run_generated
-from scenarios.streaming_scenarios import TRACKER, LiveSetup, live_scenario
+from scenarios.streaming_scenarios import ADSL_1M, TRACKER, LiveSetup, live_scenario
 
 TARGET_CONTINUITY = 0.98
 
@@ -43,9 +45,10 @@ def _rss_by_role(bundle: Path) -> dict[str, list[float]]:
 
 
 def run_size(peers: int, duration: float, results: Path, seed: int,
-             peer_args: dict[str, Any] | None = None) -> dict[str, float | int | str | None]:
+             peer_args: dict[str, Any] | None = None, delay: bool = True) -> dict[str, float | int | str | None]:
     spread = max(10.0, peers * 0.3)
-    setup = LiveSetup(peers=peers, seed=seed, duration=duration + spread, join_spread=spread,
+    line = dict(ADSL_1M) if delay else {k: v for k, v in ADSL_1M.items() if k != "delay"}
+    setup = LiveSetup(peers=peers, seed=seed, duration=duration + spread, join_spread=spread, access=[line],
                       name=f"bench-live{peers}", peer_args=dict(peer_args or {}))
     scenario = live_scenario(setup)
     tracker = next(n for n in scenario["nodes"] if n["name"] == TRACKER)
@@ -77,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--peer-arg", action="append", default=[], metavar="KEY=VALUE",
                     help="a peer setting for every peer (repeatable), e.g. window=60; values are read as JSON")
+    ap.add_argument("--no-delay", action="store_true",
+                    help="lines without their 10 ms of delay: only the kernel's rate limits, so no user-space "
+                         "delay line per peer (this machine has no netem) competes with the peers for the CPU")
     ns = ap.parse_args(argv)
     sizes = [int(s) for s in ns.sizes.split(",") if s.strip()]
     peer_args = {}
@@ -93,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     print(" ".join(f"{c:>16}" for c in cols))
     best = None
     for n in sizes:
-        row = run_size(n, ns.duration, Path(ns.results), ns.seed, peer_args)
+        row = run_size(n, ns.duration, Path(ns.results), ns.seed, peer_args, delay=not ns.no_delay)
         print(" ".join(f"{_show(row[c]):>16}" for c in cols), flush=True)
         ok = row["playing"] == n and row["continuity_mean"] is not None and row["continuity_mean"] >= TARGET_CONTINUITY
         if not ok:

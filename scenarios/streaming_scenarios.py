@@ -66,21 +66,27 @@ def peer_names(n: int) -> list[str]:
 
 
 MESH_PEER_ARGS: dict[str, Any] = {"partners": 6, "max_outstanding": 2, "bm_interval": 0.5, "start_lag": 20,
-                                  "startup_buffer": 8}
+                                  "startup_buffer": 8, "serial_upload": True, "serve_horizon": 2.0,
+                                  "serve_urgent": 6.0}
 """Peer settings of the generated experiments (each overridable by ``LiveSetup.peer_args``). On 1 Mbit/s uploads
 a 62 KB chunk takes half a second per hop; with the role's CoolStreaming defaults (4 partners, up to 4 requests
 queued per partner, buffer maps every second, 10 s behind the live edge) 30 peers reached a mean continuity of
 0.79 (seed 1): queues at the first peers grew and the rest of the overlay's upload stayed idle. Six partners, two
-requests in flight per partner, buffer maps every 0.5 s and 20 s of lag gave 0.98.
+requests in flight per partner, buffer maps every 0.5 s and 20 s of lag gave 0.99 for seed 1 (three runs), but
+0.858 for seed 2: a chunk reached a peer 12-19 s after it was made (median), so little was left of the 20 s lag.
 
-Tried and not taken (seed 1, 2026-11-22; each figure one run): admission control, ``serve_horizon: 2`` with
-``serve_old: 14`` (busy for a request that would wait over 2 s behind the upload queue, unless its chunk was made
-14 s ago or more), meant to cut the 6-8 s the source's partners took to answer (they alone hold the freshest
-chunks and every child queued its requests for them there; their median answer stayed about 6.5 s with it);
-``--case churn`` passed twice (survivors' continuity over the 60 s after the kill 0.972 and 0.979; without it
-0.917, 0.989, 0.921: runs vary a lot), but the mesh case gave 0.993, 0.962 and 0.978 (without it 0.992 and 0.999).
-``serial_upload`` (one chunk at a time over all connections) gave churn 0.63 in arrival order and 0.13 oldest chunk
-first (the source's partners then sent every child the same chunks)."""
+The upload settings (2026-12-06) shorten that path. ``serial_upload``: a supplier sends one chunk at a time at the
+full rate of its uplink (0.5 s) instead of one per connection at once (each then takes as long as all of them), so
+the first requester can forward it sooner. ``serve_horizon`` 2 s: a request that would wait longer behind the
+queued ones is answered busy, so a fresh chunk waits to spread to partners with idle uplinks instead of deepening
+the queues of the few that hold it; ``serve_urgent`` 6 s exempts requests due soon. And (the role's default)
+``serve_deadline``: no chunk is sent that cannot arrive before its requester plays it (CHUNK_REQ carries the
+deadline). Mesh seeds 1 / 2 / 3 (30 peers): with all of them 1.000 / 1.000 / 1.000 (these three with ``serve_old``
+14 s in place of ``serve_urgent``, the same at a 20 s lag), median age of a chunk at arrival 7 s; churn seeds 1-3
+and NAT: 1.000 each. Serial upload and deadlines without the horizon 0.908 / 0.963 / 0.996 (median age
+12-15 s); the horizon without serial upload 0.993, 0.962, 0.978 (seed 1, 2026-11-22) and 0.890 / 0.944 (seeds 2 /
+3); the deadline alone 0.876 (seed 2). Serial upload without deadlines served requests long given up on (churn
+0.63, 2026-11-22)."""
 
 
 def _peer_proc(setup: LiveSetup, user: str, start: float) -> dict[str, Any]:
