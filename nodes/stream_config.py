@@ -116,6 +116,10 @@ class StreamParams(BaseModel):
                                                           "at a time, in the order the requests came, instead "
                                                           "of one chunk per connection at once (sharing the "
                                                           "uplink)")
+    serial_overlap: float = Field(default=0.1, ge=0, description="serial_upload: the next chunk starts once "
+                                                                 "the previous one has at most 16 KB, or this "
+                                                                 "many seconds of the measured upload rate, left "
+                                                                 "in its socket")
     serial_wait: float = Field(default=2.0, gt=0, description="serial_upload: longest wait for one chunk to leave "
                                                               "the socket before the next one is started")
     send_buffer: int = Field(default=32768, ge=0, description="SO_SNDBUF of partner connections (bytes; 0 = the "
