@@ -47,7 +47,7 @@ def _rss_by_role(bundle: Path) -> dict[str, list[float]]:
 def run_size(peers: int, duration: float, results: Path, seed: int,
              peer_args: dict[str, Any] | None = None, delay: bool = True) -> dict[str, float | int | str | None]:
     spread = max(10.0, peers * 0.3)
-    line = dict(ADSL_1M) if delay else {k: v for k, v in ADSL_1M.items() if k != "delay"}
+    line = dict(ADSL_1M) if delay else dict(ADSL_1M, delay="0ms")
     setup = LiveSetup(peers=peers, seed=seed, duration=duration + spread, join_spread=spread, access=[line],
                       name=f"bench-live{peers}", peer_args=dict(peer_args or {}))
     scenario = live_scenario(setup)
