@@ -61,6 +61,17 @@ def test_serial_upload_serves_requests_in_arrival_order_over_all_links(tmp_path:
     assert got == {"a": [5, 9, 8, 1], "b": [7, 3]}
 
 
+def start_uploading(node: source.SourceNode, link: Link, serial: bool) -> asyncio.Task[None]:
+    """Serve ``link``'s queued requests with the node's serial uploader or the link's own one."""
+    if serial:
+        task = asyncio.ensure_future(node._upload_loop())
+        node.up_wake.set()
+    else:
+        task = asyncio.ensure_future(node._uploader(link))
+        link.wake.set()
+    return task
+
+
 @pytest.mark.parametrize("serial", [True, False])
 def test_requests_that_waited_past_queue_expiry_are_not_served(tmp_path: Path, serial: bool) -> None:
     async def body() -> tuple[list[int], int]:
@@ -71,12 +82,7 @@ def test_requests_that_waited_past_queue_expiry_are_not_served(tmp_path: Path, s
         now = time.time()
         # chunks 0 and 2 waited 5 s and 1.5 s (their requester gave up), 1 and 3 are fresh
         link.queue.extend([Queued(0, 0, now - 5), Queued(1, 2, now - 1.5), Queued(2, 1, now - 0.2), Queued(3, 3, now)])
-        if serial:
-            task = asyncio.ensure_future(node._upload_loop())
-            node.up_wake.set()
-        else:
-            task = asyncio.ensure_future(node._uploader(link))
-            link.wake.set()
+        task = start_uploading(node, link, serial)
         got = []
         for _ in range(2):
             msg = await far.recv(5.0)
@@ -110,12 +116,7 @@ def test_a_chunk_that_cannot_arrive_before_its_deadline_is_refused_or_dropped(tm
         node._chunk_req(link, wire.ChunkReq(content, 3, 1000))  # 4th in line: 2 s away, due in 1 s: refused
         node._chunk_req(link, wire.ChunkReq(content, 4, 10000))  # due in 10 s: queued
         node._chunk_req(link, wire.ChunkReq(content, 5))  # no deadline (download, buffering): queued
-        if serial:
-            task = asyncio.ensure_future(node._upload_loop())
-            node.up_wake.set()
-        else:
-            task = asyncio.ensure_future(node._uploader(link))
-            link.wake.set()
+        task = start_uploading(node, link, serial)
         sent: list[int] = []
         refused: list[int] = []
         while len(sent) < 4:
