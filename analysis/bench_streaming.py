@@ -8,9 +8,12 @@ continuity index falls below 0.98 (or whose peers do not all play). For each siz
 continuity, the share of the stream the source sent, and the peak RSS of the peer processes (``process_stop
 .max_rss_kb``, logged by every role at exit). Memory is compared with a baseline measured in the same run: an
 idle ``probe_sink`` role on the tracker's node, i.e. the Python runtime every role pays for; the ratio (peer /
-baseline) is what the peer's own buffers and state add. The answer is the largest size that passed.
-``--no-delay`` drops the lines' 10 ms: the rate limits stay in the kernel (HTB), and no user-space delay line per
-peer (this machine has no netem) competes with the peers for the two cores.
+baseline) is what the peer's own buffers and state add. ``peer_private_mb`` is a peer's private memory at exit
+(``Private_*`` of ``smaps_rollup``: what one more peer costs, without the interpreter's shared file pages that RSS
+counts in every process) and ``peer_cpu_s`` its CPU seconds. The answer is the largest size that passed.
+``--no-delay`` drops the lines' 10 ms, the ISP core links' 1 ms and the source line's 2 ms: the rate limits stay in
+the kernel (HTB), and no user-space delay line (this machine has no netem) competes with the peers for the two
+cores (with 50 peers the core links' lines handled 1.2 million packets).
 """
 
 from __future__ import annotations
@@ -27,20 +30,21 @@ import pandas as pd
 
 from analysis.events import load_events
 from analysis.streaming_accept import measure_live, run_generated
-from scenarios.streaming_scenarios import ADSL_1M, TRACKER, LiveSetup, live_scenario
+from scenarios.streaming_scenarios import ADSL_1M, SOURCE, TRACKER, LiveSetup, live_scenario
 
 TARGET_CONTINUITY = 0.98
 
 
-def _rss_by_role(bundle: Path) -> dict[str, list[float]]:
+def _usage_by_role(bundle: Path, field: str, scale: float = 1 / 1024) -> dict[str, list[float]]:
+    """One ``process_stop`` figure (``max_rss_kb``, ``private_kb``, ``cpu_s``) per process, grouped by process name."""
     frame = load_events(bundle).frame
     stops = frame[frame["event"] == "process_stop"]
     out: dict[str, list[float]] = {}
-    if stops.empty or "max_rss_kb" not in stops:
+    if stops.empty or field not in stops:
         return out
     for proc, g in stops.groupby(stops["proc"].astype(str), observed=True):
-        vals = pd.to_numeric(g["max_rss_kb"], errors="coerce").dropna()
-        out[str(proc)] = [float(v) / 1024 for v in vals]
+        vals = pd.to_numeric(g[field], errors="coerce").dropna()
+        out[str(proc)] = [float(v) * scale for v in vals]
     return out
 
 
@@ -51,13 +55,20 @@ def run_size(peers: int, duration: float, results: Path, seed: int,
     setup = LiveSetup(peers=peers, seed=seed, duration=duration + spread, join_spread=spread, access=[line],
                       name=f"bench-live{peers}", peer_args=dict(peer_args or {}))
     scenario = live_scenario(setup)
+    if not delay:  # the ISP's core links and the source's line too: no delay line anywhere
+        for isp in scenario["isps"]:
+            isp["core_delay"] = "0ms"
+        src = next(n for n in scenario["nodes"] if n["name"] == SOURCE)
+        src["uplink"]["access"]["delay"] = "0ms"
     tracker = next(n for n in scenario["nodes"] if n["name"] == TRACKER)
     tracker["processes"].append({"role": "probe_sink", "name": "baseline", "args": {"port": 5999}})
     t0 = time.monotonic()
     res = measure_live(run_generated(scenario, results), setup.stream_bps)
-    rss = _rss_by_role(res.bundle)
+    rss = _usage_by_role(res.bundle, "max_rss_kb")
     peer_rss = rss.get("peer", [])
     base = statistics.fmean(rss["baseline"]) if rss.get("baseline") else None
+    private = _usage_by_role(res.bundle, "private_kb").get("peer", [])
+    cpu = _usage_by_role(res.bundle, "cpu_s", 1.0).get("peer", [])
     cont = res.continuities()
     return {"peers": peers, "playing": len(cont), "continuity_mean": statistics.fmean(cont) if cont else None,
             "continuity_min": min(cont) if cont else None, "source_share": res.source_share,
@@ -65,6 +76,8 @@ def run_size(peers: int, duration: float, results: Path, seed: int,
             "peer_rss_mean_mb": statistics.fmean(peer_rss) if peer_rss else None,
             "baseline_rss_mb": base,
             "rss_ratio": (max(peer_rss) / base) if peer_rss and base else None,
+            "peer_private_mb": statistics.fmean(private) if private else None,
+            "peer_cpu_s": statistics.fmean(cpu) if cpu else None,
             "wall_s": round(time.monotonic() - t0, 1), "bundle": str(res.bundle)}
 
 
@@ -95,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     if peer_args:
         print(f"peer settings: {peer_args}")
     cols = ["peers", "playing", "continuity_mean", "continuity_min", "source_share", "peer_rss_max_mb",
-            "peer_rss_mean_mb", "baseline_rss_mb", "rss_ratio", "wall_s"]
+            "peer_rss_mean_mb", "baseline_rss_mb", "rss_ratio", "peer_private_mb", "peer_cpu_s", "wall_s"]
     print(" ".join(f"{c:>16}" for c in cols))
     best = None
     for n in sizes:

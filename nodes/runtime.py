@@ -80,11 +80,11 @@ async def _supervise(ctx: NodeContext, args: C, main: Callable[[NodeContext, C],
     try:
         result = await task
     except asyncio.CancelledError:
-        ctx.log.emit("process_stop", reason="signal", max_rss_kb=_max_rss_kb())
+        ctx.log.emit("process_stop", reason="signal", **_usage())
         return 0
     finally:
         flusher.cancel()
-    ctx.log.emit("process_stop", reason="done", max_rss_kb=_max_rss_kb())
+    ctx.log.emit("process_stop", reason="done", **_usage())
     return int(result or 0)
 
 
@@ -93,6 +93,23 @@ async def _flush_periodically(ctx: NodeContext, every: float = 0.25) -> None:
     while True:
         await asyncio.sleep(every)
         ctx.log.flush()
+
+
+def _usage() -> dict[str, Any]:
+    """What this program cost, logged with ``process_stop``: peak RSS, CPU seconds (user + system), and at exit the
+    private (``Private_*``) and proportional (``Pss``) memory of ``/proc/self/smaps_rollup``: RSS counts the
+    interpreter's and libraries' file pages in every process, private memory is what one more process adds."""
+    import os
+
+    times = os.times()
+    out: dict[str, Any] = {"max_rss_kb": _max_rss_kb(), "cpu_s": round(times.user + times.system, 3)}
+    try:
+        rollup = dict(line.split(":", 1) for line in Path("/proc/self/smaps_rollup").read_text().splitlines()[1:])
+        out["private_kb"] = sum(int(rollup[k].split()[0]) for k in ("Private_Clean", "Private_Dirty"))
+        out["pss_kb"] = int(rollup["Pss"].split()[0])
+    except (OSError, ValueError, KeyError, IndexError):
+        pass
+    return out
 
 
 def _max_rss_kb() -> int:
