@@ -193,8 +193,17 @@ class StreamNode:
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
         return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        """A background task ended: a bug in it is logged (``node_error``), not left to asyncio's stderr note."""
+        self._tasks.discard(task)
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        self.ctx.log.emit("node_error", where=getattr(task.get_coro(), "__qualname__", "?"),
+                          error=f"{type(exc).__name__}: {exc}")
 
     def fail(self, code: int) -> None:
         self.exit_code = code

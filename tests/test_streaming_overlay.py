@@ -141,6 +141,28 @@ def test_tracker_serves_the_content_itself(tmp_path: Path) -> None:
     assert end["frames"] > 25 and played <= end["fed_bytes"] <= played + 4 * 25_004  # at most `bucket` ahead
 
 
+def test_a_background_task_that_fails_is_logged_and_the_node_goes_on(tmp_path: Path) -> None:
+    async def body() -> Cluster:
+        c = Cluster(tmp_path, seed=4)
+        await c.tracker()
+        await c.source()
+        node = await c.peer("p")
+
+        async def broken() -> None:
+            raise ValueError("bang")
+
+        node.spawn(broken())
+        await c.until("the peer plays on", lambda: c.events("p", "chunk_recv"))
+        await c.stop()
+        return c
+
+    c = asyncio.run(body())
+    errors = c.events("p", "node_error")
+    assert [(e["where"], e["error"]) for e in errors] == [
+        ("test_a_background_task_that_fails_is_logged_and_the_node_goes_on.<locals>.body.<locals>.broken",
+         "ValueError: bang")]
+
+
 def test_a_polluting_partner_is_rejected_and_dropped(tmp_path: Path) -> None:
     async def body() -> tuple[Cluster, Any]:
         c = Cluster(tmp_path, seed=6)
