@@ -14,8 +14,9 @@ with a peer id in each. Everything here is per overlay:
   open partnerships to reachable members (seeded random choice) until ``target`` partners; ask for members
   below ``min_members``. A main node's ad-hoc side always partners with the other mains first.
 - **partnerships**: outbound: MEMBERSHIP (who we are) + PARTNERSHIP_REQ; inbound requests accepted up to
-  ``max_partners`` (FULL otherwise); two nodes that ask each other at once keep the connection opened by the
-  one with the smaller id.
+  ``max_partners`` (FULL otherwise; with ``prefer_uploaders``, a node that says it uploads that many times more than
+  the slowest partner that said so takes that partner's place); two nodes that ask each other at once keep the
+  connection opened by the one with the smaller id.
 """
 
 from __future__ import annotations
@@ -253,7 +254,7 @@ class Overlay:
         link.main = self.mains is not None and m.source
         link.state = "asking"
         link.send(self.membership())
-        link.send(wire.PartnershipReq(cfg.content, self.me))
+        link.send(wire.PartnershipReq(cfg.content, self.me, min(cfg.upload_capacity // 1000, wire.U32)))
         node.attach(link)
 
     # -- partnership requests ---------------------------------------------------------------------------------
@@ -284,7 +285,8 @@ class Overlay:
             why = wire.PartnerReason.OTHER  # already partners over another connection
         elif msg.peer in self.connecting and msg.peer > self.me:
             why = wire.PartnerReason.OTHER  # we are asking it too: the smaller id's connection wins
-        elif len(self.partners) >= cfg.max_partners or not node.accepts_partners():
+        elif not node.accepts_partners() or (len(self.partners) >= cfg.max_partners
+                                             and not self._make_room(msg.upload_kbps)):
             why = wire.PartnerReason.FULL
         if why is not None:
             answer(False, why)
@@ -292,9 +294,26 @@ class Overlay:
                               reason=wire.PartnerReason(why).name.lower())
             return
         answer(True, wire.PartnerReason.OK)
+        link.upload_kbps = msg.upload_kbps
         link.server = self.is_server(member)
         link.main = self.mains is not None and member is not None and member.source
         node.become_partner(link)
+
+    def _make_room(self, upload_kbps: int) -> bool:
+        """Full: drop the slowest partner that said its upload (not a server or main) if the asking node says it
+        uploads ``prefer_uploaders`` times more (a source whose few partners are the overlay's first hop wants them
+        on fast uplinks, not the first that asked). True when a place was freed."""
+        factor = self.node.cfg.prefer_uploaders
+        if factor <= 0 or upload_kbps <= 0:
+            return False
+        told = [lk for lk in self.partners.values() if lk.upload_kbps > 0 and not lk.server and not lk.main]
+        if not told:
+            return False
+        slowest = min(told, key=lambda lk: (lk.upload_kbps, -lk.added_at))
+        if upload_kbps < factor * slowest.upload_kbps:
+            return False
+        self.node.drop(slowest, "replaced", wire.PartnerReason.FULL)  # leaves the partners at the next loop step
+        return True
 
     def on_answer(self, link: Link, msg: wire.PartnershipResp) -> None:
         node = self.node

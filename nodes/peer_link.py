@@ -52,7 +52,7 @@ class Link:
     """One connection to another node, and the partnership it may carry."""
 
     __slots__ = ("id", "stream", "overlay", "inbound", "ip", "name", "peer", "port", "state", "server", "main",
-                 "bm", "bm_at", "bm_newest", "queue", "wake", "added_at", "last_exchange", "chunks_up",
+                 "upload_kbps", "bm", "bm_at", "bm_newest", "queue", "wake", "added_at", "last_exchange", "chunks_up",
                  "chunks_down", "bad", "logged_bad", "closed", "tasks", "opened_at", "last_rx")
 
     def __init__(self, stream: FramedStream, overlay: Overlay, *, inbound: bool, name: str, now: float,
@@ -68,6 +68,7 @@ class Link:
         self.state = "open"  # open -> asking (outbound) -> partner -> closed
         self.server = False  # the other side is the content's source (chunks from it count as "server")
         self.main = False  # the other side is a main node of our ad-hoc network
+        self.upload_kbps = 0  # the upload the other side said it has (PARTNERSHIP_REQ), 0 unknown
         self.bm: wire.BufferMap | None = None
         self.bm_at = now
         self.bm_newest = -1

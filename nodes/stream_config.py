@@ -66,6 +66,13 @@ class StreamParams(BaseModel):
                         description="live: chunks in the sliding buffer and in a buffer map")
     partners: int = Field(default=4, ge=0, le=64, description="partners the member scheduler keeps (outbound)")
     max_partners: int = Field(default=8, ge=0, le=256, description="partners accepted per overlay, inbound included")
+    upload_capacity: int = Field(default=0, ge=0, le=wire.U32 * 1000, description="bit/s of upload this node says "
+                                 "it has when it asks for a partnership (0: says nothing); the generated experiments "
+                                 "set it from the access line")
+    prefer_uploaders: float = Field(default=0.0, ge=0, description="when full, accept a partnership request from a "
+                                    "node that says it uploads at least this many times more than the slowest "
+                                    "partner that said so, and drop that one (0: never; the source in the generated "
+                                    "experiments: 4)")
     min_members: int = Field(default=8, ge=0, le=wire.MAX_LIST, description="ask for more members below this")
     want_members: int = Field(default=20, ge=1, le=wire.MAX_LIST, description="members asked for in one request")
     ask_interval: float = Field(default=3.0, gt=0, description="least seconds between two requests for members "

@@ -719,24 +719,31 @@ class MembersResp(Message):
 
 @dataclass(frozen=True, slots=True)
 class PartnershipReq(Message):
-    """Ask a member to become partners for a content (``peer`` = the asking peer's id)."""
+    """Ask a member to become partners for a content (``peer`` = the asking peer's id). ``upload_kbps``: the upload
+    the asking node says it has (0 = not said; the field is then left out, so the payload is 8 or 12 bytes); a
+    node that prefers uploaders (the source) may replace a much slower partner by it when full."""
 
     TYPE: ClassVar[MsgType] = MsgType.PARTNERSHIP_REQ
     MIN_LEN: ClassVar[int] = 8
-    MAX_LEN: ClassVar[int] = 8
+    MAX_LEN: ClassVar[int] = 12
     content: int
     peer: int
+    upload_kbps: int = 0
 
     def validate(self) -> None:
         _check_int("content", self.content, 1, U32)
         _check_int("peer", self.peer, 1, U32)
+        _check_int("upload_kbps", self.upload_kbps, 0, U32)
 
     def pack(self) -> bytes:
+        if self.upload_kbps:
+            return struct.pack(">III", self.content, self.peer, self.upload_kbps)
         return struct.pack(">II", self.content, self.peer)
 
     @classmethod
     def unpack(cls, r: _Reader) -> PartnershipReq:
-        return cls(r.u32("content"), r.u32("peer"))
+        content, peer = r.u32("content"), r.u32("peer")
+        return cls(content, peer, r.u32("upload_kbps") if r.pos < len(r.buf) else 0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -89,9 +89,17 @@ and NAT: 1.000 each. Serial upload and deadlines without the horizon 0.908 / 0.9
 0.63, 2026-11-22)."""
 
 
-def _peer_proc(setup: LiveSetup, user: str, start: float) -> dict[str, Any]:
+SOURCE_PREFERS = 4.0
+"""The source's ``prefer_uploaders``: its few partners are the overlay's first hop, so a peer that says it uploads
+four times more than the slowest of them takes its place (peers say their line's upload: ``upload_capacity``). Only
+overlays of mixed lines are affected; in the heterogeneous runs the first peers to ask were often all on ADSL."""
+
+
+def _peer_proc(setup: LiveSetup, user: str, start: float, access: dict[str, Any]) -> dict[str, Any]:
     args = {"tracker": TRACKER, "user": user, "secret": secret(setup.seed, user), "content": CONTENT,
             "key": signing_key(setup.seed), "scheduler": setup.scheduler, **MESH_PEER_ARGS, **setup.peer_args}
+    if "up" in access:  # what the peer tells the source when it asks to be its partner
+        args.setdefault("upload_capacity", int(parse_rate(access["up"])))
     return {"role": "peer", "name": "peer", "start": round(start, 3), "args": args}
 
 
@@ -119,7 +127,8 @@ def live_scenario(setup: LiveSetup) -> dict[str, Any]:
          "processes": [{"role": "source", "name": "source", "start": 1.0,
                         "args": {"tracker": TRACKER, "user": SOURCE, "secret": users[SOURCE], "content": CONTENT,
                                  "key": signing_key(setup.seed), "bitrate": setup.stream_bps,
-                                 "max_partners": _source_partners(setup), **setup.source_args}}]},
+                                 "max_partners": _source_partners(setup), "prefer_uploaders": SOURCE_PREFERS,
+                                 **setup.source_args}}]},
     ]
     homes: list[dict[str, Any]] = []
     nat_types = [t for t, k in sorted(setup.nat.items()) for _ in range(k)]
@@ -127,7 +136,7 @@ def live_scenario(setup: LiveSetup) -> dict[str, Any]:
     killed = set(rng.sample(range(setup.peers), round(setup.kill_fraction * setup.peers)))
     for i, (name, start) in enumerate(zip(names, starts, strict=True)):
         access = setup.access[i % len(setup.access)]
-        proc = _peer_proc(setup, name, start)
+        proc = _peer_proc(setup, name, start, access)
         if i < len(nat_types):
             homes.append({"name": f"h{name}"[:10], "isp": "net", "access": access, "nat": nat_types[i],
                           "hosts": [{"name": name, "processes": [proc]}]})

@@ -141,6 +141,38 @@ def test_tracker_serves_the_content_itself(tmp_path: Path) -> None:
     assert end["frames"] > 25 and played <= end["fed_bytes"] <= played + 4 * 25_004  # at most `bucket` ahead
 
 
+def test_a_full_source_replaces_its_slowest_partner_by_a_faster_uploader(tmp_path: Path) -> None:
+    async def body() -> Cluster:
+        c = Cluster(tmp_path, seed=3)
+        await c.tracker()
+        await c.source(max_partners=2, prefer_uploaders=4)
+        only_src = {"partners": 1, "max_partners": 1, "retry_after": 0.5}  # one partner each: the source
+        await c.peer("slow1", upload_capacity=500_000, **only_src)
+        await c.until("slow1 partners with the source", lambda: c.events("src", "partner_add"))
+        await c.peer("slow2", upload_capacity=1_000_000, **only_src)
+        await c.until("both slow peers partner with the source",
+                      lambda: len(c.events("src", "partner_add")) >= 2)
+        await c.peer("same", upload_capacity=1_500_000, **only_src)  # not 4x faster than anyone: refused
+        await c.until("the source refuses it",
+                      lambda: [r for r in c.events("same", "partner_refused") if r["ip"] == c.hosts["src"]])
+        await c.stop("same")  # (it would take the next peer as its partner)
+        await c.peer("fast", upload_capacity=10_000_000, **only_src)
+        await c.until("the fast peer partners with the source",
+                      lambda: [a for a in c.events("src", "partner_add") if a["ip"] == c.hosts["fast"]])
+        await asyncio.sleep(0.5)
+        await c.stop()
+        return c
+
+    c = asyncio.run(body())
+    replaced = [d for d in c.events("src", "partner_drop") if d["reason"] == "replaced"]
+    assert [d["ip"] for d in replaced] == [c.hosts["slow1"]]  # the slowest, and only it
+    assert {r["reason"] for r in c.events("same", "partner_refused") if r["ip"] == c.hosts["src"]} == {"full"}
+    assert c.hosts["same"] not in [a["ip"] for a in c.events("src", "partner_add")]
+    assert max(a["partners"] for a in c.events("src", "partner_add")) <= 3  # one over while the slowest leaves
+    removed = [r for r in c.events("slow1", "partner_drop") if r["ip"] == c.hosts["src"]]
+    assert removed and removed[0]["reason"] == "removed by the partner" and removed[0]["code"] == "full"
+
+
 def test_a_background_task_that_fails_is_logged_and_the_node_goes_on(tmp_path: Path) -> None:
     async def body() -> Cluster:
         c = Cluster(tmp_path, seed=4)

@@ -148,7 +148,7 @@ MESSAGES: dict[type[wire.Message], st.SearchStrategy[wire.Message]] = {
                                st.lists(pos32, max_size=wire.MAX_CONTENTS).map(tuple)),
     wire.MembersReq: st.builds(wire.MembersReq, pos32, st.integers(0, wire.MAX_LIST)),
     wire.MembersResp: st.builds(wire.MembersResp, pos32, members),
-    wire.PartnershipReq: st.builds(wire.PartnershipReq, pos32, pos32),
+    wire.PartnershipReq: st.builds(wire.PartnershipReq, pos32, pos32, u32),
     wire.PartnershipResp: st.builds(wire.PartnershipResp, pos32, pos32, st.booleans(), codes(wire.PartnerReason)),
     wire.PartnershipRemove: st.builds(wire.PartnershipRemove, pos32, pos32, codes(wire.PartnerReason)),
     wire.BufferMap: buffer_map(),
@@ -223,6 +223,8 @@ def test_sizes_are_compact() -> None:
     assert len(encode(chunk)) == wire.OVERHEAD + 17 + 32 + 4 + 1000
     assert len(encode(wire.ChunkReq(1, 7))) == wire.OVERHEAD + 8
     assert len(encode(wire.ChunkReq(1, 7, 2500))) == wire.OVERHEAD + 12  # with the requester's deadline
+    assert len(encode(wire.PartnershipReq(1, 7))) == wire.OVERHEAD + 8
+    assert len(encode(wire.PartnershipReq(1, 7, 10_000))) == wire.OVERHEAD + 12  # with the asker's upload
 
 
 # -- hostile input -----------------------------------------------------------------------------------------------
