@@ -1,7 +1,7 @@
 """Benchmark: how many live-streaming peers this machine sustains, and what one peer process costs in memory.
 
 ``invoke bench streaming [--args '...']`` (``python -m analysis.bench_streaming [--sizes 25,50,100,150]
-[--duration 90] [--peer-arg window=60] [--no-delay]``) runs
+[--duration 90] [--peer-arg window=60] [--delay | --no-delay]``) runs
 the generated mesh of :mod:`scenarios.streaming_scenarios` (8/1 Mbit/s lines, a 500 kbit/s stream, a source with
 upload for four streams) at growing sizes, one run after another, and stops at the first size whose mean
 continuity index falls below 0.98 (or whose peers do not all play). For each size it prints the mean and worst
@@ -11,9 +11,11 @@ idle ``probe_sink`` role on the tracker's node, i.e. the Python runtime every ro
 baseline) is what the peer's own buffers and state add. ``peer_private_mb`` is a peer's private memory at exit
 (``Private_*`` of ``smaps_rollup``: what one more peer costs, without the interpreter's shared file pages that RSS
 counts in every process) and ``peer_cpu_s`` its CPU seconds. The answer is the largest size that passed.
-``--no-delay`` drops the lines' 10 ms, the ISP core links' 1 ms and the source line's 2 ms: the rate limits stay in
-the kernel (HTB), and no user-space delay line (this machine has no netem) competes with the peers for the two
-cores (with 50 peers the core links' lines handled 1.2 million packets).
+Delay: where the kernel has netem the lines keep their delays (10 ms per line, 1 ms per ISP core link, 2 ms for
+the source), which cost nothing there. Without netem (this machine) each delayed link needs a user-space delay
+line, and those compete with the peers for the two cores (with 50 peers the core links' lines handled 1.2 million
+packets; with them 100 peers did not play): there the default is ``--no-delay``, the rate limits only (HTB, in
+the kernel), and ``--delay`` forces the delay lines. The run prints which.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import pandas as pd
 from analysis.events import load_events
 from analysis.streaming_accept import measure_live, run_generated
 from scenarios.streaming_scenarios import ADSL_1M, SOURCE, TRACKER, LiveSetup, live_scenario
+from topologies.impair.backends import netem_available
 
 TARGET_CONTINUITY = 0.98
 
@@ -93,11 +96,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--peer-arg", action="append", default=[], metavar="KEY=VALUE",
                     help="a peer setting for every peer (repeatable), e.g. window=60; values are read as JSON")
-    ap.add_argument("--no-delay", action="store_true",
-                    help="lines without their 10 ms of delay: only the kernel's rate limits, so no user-space "
-                         "delay line per peer (this machine has no netem) competes with the peers for the CPU")
+    how = ap.add_mutually_exclusive_group()
+    how.add_argument("--delay", dest="delay", action="store_true", default=None,
+                     help="keep the links' delays (default where the kernel has netem; without it each delayed link "
+                          "is a user-space delay line competing with the peers for the CPU)")
+    how.add_argument("--no-delay", dest="delay", action="store_false",
+                     help="rate limits only, in the kernel (default without netem)")
     ns = ap.parse_args(argv)
     sizes = [int(s) for s in ns.sizes.split(",") if s.strip()]
+    delay = netem_available() if ns.delay is None else ns.delay
+    print("links: " + ("with their delays" + ("" if netem_available() else " (user-space delay lines: no netem)")
+                       if delay else "rate limits only, no delay (HTB in the kernel; no netem here, so delays "
+                                     "would need user-space delay lines; --delay keeps them)"))
     peer_args = {}
     for item in ns.peer_arg:
         key, _, value = item.partition("=")
@@ -112,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     print(" ".join(f"{c:>16}" for c in cols))
     best = None
     for n in sizes:
-        row = run_size(n, ns.duration, Path(ns.results), ns.seed, peer_args, delay=not ns.no_delay)
+        row = run_size(n, ns.duration, Path(ns.results), ns.seed, peer_args, delay=delay)
         print(" ".join(f"{_show(row[c]):>16}" for c in cols), flush=True)
         ok = row["playing"] == n and row["continuity_mean"] is not None and row["continuity_mean"] >= TARGET_CONTINUITY
         if not ok:
@@ -125,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"largest sustained: {best['peers']} peers at 500 kbit/s, mean continuity {_show(best['continuity_mean'])}; "
           f"peak RSS per peer process {_show(best['peer_rss_max_mb'])} MB (mean {_show(best['peer_rss_mean_mb'])} MB; "
-          f"the bare runtime {_show(best['baseline_rss_mb'])} MB, ratio {_show(best['rss_ratio'])})")
+          f"the bare runtime {_show(best['baseline_rss_mb'])} MB, ratio {_show(best['rss_ratio'])}); private memory "
+          f"per peer {_show(best['peer_private_mb'])} MB, CPU {_show(best['peer_cpu_s'])} s per peer"
+          f"{'' if delay else ' (links without delay)'}")
     return 0
 
 
