@@ -208,7 +208,7 @@ def test(c, k="", extra=""):
 
 
 @task(help={"what": "impair | scale | analysis | vod | streaming",
-            "args": "options passed to the benchmark's module, e.g. --args '--sizes 100 --no-delay'"})
+            "args": "options passed to the benchmark's module, e.g. --args '--sizes 100 --delay'"})
 def bench(c, what, args=""):
     """Benchmarks that print figures: impair (delay-line packets/s), scale (build/teardown), analysis, vod,
     streaming (peers sustained at 500 kbit/s, RSS per peer)."""
