@@ -356,4 +356,4 @@ def _report(ctx: NodeContext, cfg: Config, path: Path, text: str, code: int | No
 
 
 if __name__ == "__main__":
-    run_role(Config, main)
+    run_role(main, Config)

@@ -114,4 +114,4 @@ async def main(ctx: NodeContext, cfg: Config) -> int:
 
 
 if __name__ == "__main__":
-    run_role(Config, main)
+    run_role(main, Config)

@@ -3,8 +3,17 @@ random generator, name resolution of other nodes, and an asyncio main loop that 
 
 The runner writes one JSON config per process::
 
-    {"node": "h1", "proc": "src", "role": "probe_sender", "events": ".../events/h1.src.jsonl",
-     "seed": 1234, "hosts": {"h2": "10.0.0.2", ...}, "args": {...role config...}}
+    {"node": "h1", "proc": "p", "role": "peer", "events": ".../events/h1.p.jsonl",
+     "seed": 1234, "hosts": {"h2": "10.0.0.2", ...}, "args": {...role config...}, "args_form": "normalised"}
+
+(``args_form`` only for the roles whose args the runner completes), and a role hands its ``args`` to its ``main`` in one of two ways (nodes/roles.py says which, per role):
+
+- ``run_role(main)``: the runner has validated the args and filled in every default (``args_form: normalised``,
+  written by nodes/roles.py ``child_args``); ``main`` gets a read-only attribute view of them (nodes/args_view.py)
+  and the process never imports pydantic (peer, source, tracker, tracker_probe). A config without that mark is
+  refused (exit 2) with a message saying so, rather than failing later on a missing field;
+- ``run_role(main, Config)``: the args are as the scenario gave them and are validated here with the role's
+  pydantic ``Config`` (exit 2 on a validation error).
 """
 
 from __future__ import annotations
@@ -18,13 +27,13 @@ import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ValidationError
-
+from nodes.args_view import ARGS_FORM, Args
 from nodes.eventlog import EventLog
 
-C = TypeVar("C", bound=BaseModel)
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 
 @dataclass
@@ -47,18 +56,31 @@ class NodeContext:
         return self.hosts.get(name_or_ip, name_or_ip)
 
 
-def run_role(config_cls: type[C], main: Callable[[NodeContext, C], Awaitable[int | None]]) -> None:
-    """Parse ``--config``, validate the role's args, run ``main`` until it returns or SIGTERM/SIGINT arrives."""
+def run_role(main: Callable[[NodeContext, Any], Awaitable[int | None]],
+             config_cls: type[BaseModel] | None = None) -> None:
+    """Parse ``--config``, take the role's args (see the module docstring), run ``main`` until it returns or
+    SIGTERM/SIGINT arrives."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", required=True)
     ns = parser.parse_args()
     with open(ns.config, encoding="utf-8") as fh:
         raw: dict[str, Any] = json.load(fh)
-    try:
-        args = config_cls.model_validate(raw.get("args", {}))
-    except ValidationError as exc:
-        print(f"bad configuration for role {raw.get('role')}: {exc}", file=sys.stderr)
-        sys.exit(2)
+    args: Any
+    if config_cls is None:
+        if raw.get("args_form") != ARGS_FORM:
+            print(f"bad configuration for role {raw.get('role')}: its args were not validated and completed by the "
+                  f"runner (no \"args_form\": \"{ARGS_FORM}\"); write the config with nodes/roles.py child_args",
+                  file=sys.stderr)
+            sys.exit(2)
+        args = Args(raw.get("args", {}))
+    else:
+        from pydantic import ValidationError
+
+        try:
+            args = config_cls.model_validate(raw.get("args", {}))
+        except ValidationError as exc:
+            print(f"bad configuration for role {raw.get('role')}: {exc}", file=sys.stderr)
+            sys.exit(2)
     log = EventLog(raw["events"], node=raw["node"], role=raw["role"], proc=raw["proc"])
     ctx = NodeContext(node=raw["node"], proc=raw["proc"], role=raw["role"], seed=int(raw["seed"]),
                       hosts=dict(raw.get("hosts", {})), log=log)
@@ -70,7 +92,7 @@ def run_role(config_cls: type[C], main: Callable[[NodeContext, C], Awaitable[int
     sys.exit(code)
 
 
-async def _supervise(ctx: NodeContext, args: C, main: Callable[[NodeContext, C], Awaitable[int | None]]) -> int:
+async def _supervise(ctx: NodeContext, args: Any, main: Callable[[NodeContext, Any], Awaitable[int | None]]) -> int:
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(main(ctx, args))
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -33,7 +33,7 @@ import struct
 import termios
 import time
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nodes import wire
 from nodes.chunk_buffer import Chunk, FileBuffer, LiveBuffer
@@ -41,8 +41,10 @@ from nodes.hybrid import MainsView, Scope
 from nodes.overlay import Overlay
 from nodes.peer_link import Link, Queued
 from nodes.runtime import NodeContext
-from nodes.stream_config import StreamParams
 from nodes.wire import ErrorCode, FramedStream, JoinFlag, MsgType, PartnerReason
+
+if TYPE_CHECKING:
+    from nodes.stream_config import StreamParams
 
 CHUNK_REASON = re.compile(r"chunk (\d{1,10})")
 

@@ -276,4 +276,4 @@ async def _listen(c: Classifier, f: _Sock, server: Addr, cfg: Config) -> None:
 
 
 if __name__ == "__main__":
-    run_role(Config, main)
+    run_role(main, Config)

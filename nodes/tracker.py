@@ -51,85 +51,19 @@ import hmac
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing import TYPE_CHECKING
 
 from nodes import wire
+from nodes.args_view import Args
 from nodes.runtime import NodeContext, run_role
 from nodes.tracker_client import AuthRefused, TrackerClient, TrackerError
 from nodes.wire import FramedStream, JoinFlag, MemberEntry, MemberFlag, Message, Reach
 
+if TYPE_CHECKING:
+    from nodes.tracker_config import Config
+
 SERVE_USER = "tracker-self"
 SERVE_FILLED = ("tracker", "tracker_port", "user", "secret")
-
-
-class ServeParams(BaseModel):
-    """A peer or source the tracker runs in its own process (its ``args`` without the tracker fields)."""
-
-    model_config = ConfigDict(extra="forbid")
-    role: Literal["peer", "source"]
-    args: dict[str, Any] = Field(default_factory=dict)
-
-    def role_config(self, tracker: str, port: int, secret: str) -> BaseModel:
-        from nodes import peer, source  # only a serving tracker needs them
-
-        module = peer if self.role == "peer" else source
-        filled = [k for k in SERVE_FILLED if k in self.args]
-        if filled:
-            raise ValueError(f"serve.args: {', '.join(filled)} are filled in by the tracker")
-        return module.Config.model_validate({**self.args, "tracker": tracker, "tracker_port": port,
-                                             "user": SERVE_USER, "secret": secret})
-
-
-class Config(BaseModel):
-    """``args`` of a tracker process."""
-
-    model_config = ConfigDict(extra="forbid")
-    port: int = Field(default=6969, ge=1, le=65535)
-    bind: str = Field(default="0.0.0.0")
-    users: dict[str, str] = Field(description="user name -> secret", min_length=1)
-    contents: dict[int, str] = Field(default_factory=lambda: {1: "live"}, description="content id -> title")
-    allow_publish: bool = Field(default=True, description="a JOIN flagged SOURCE may add a content")
-    member_timeout: float = Field(default=15.0, gt=0, description="seconds without a heartbeat before a member "
-                                                                  "is dropped; heartbeat period = a third of it")
-    deputy_threshold: int | None = Field(default=50, ge=0,
-                                         description="redirect joins once a content has more members than this; "
-                                                     "null = never")
-    redirect_fraction: float = Field(default=1.0, ge=0, le=1, description="share of eligible joins redirected")
-    redirect_memory: float = Field(default=30.0, gt=0, description="seconds a join redirected to a deputy counts "
-                                                                   "in the deputy's load")
-    answer_size: int = Field(default=20, ge=1, le=wire.MAX_LIST, description="most members in one answer")
-    reach_test: bool = Field(default=True, description="connect back to each joining peer's listening port")
-    reach_timeout: float = Field(default=1.0, gt=0)
-    auth_timeout: float = Field(default=5.0, gt=0, description="seconds to complete HELLO..AUTH")
-    max_bad_frames: int = Field(default=8, ge=1, description="rejections on one connection before hanging up")
-    max_bad_bytes: int = Field(default=65536, ge=1, description="rejected bytes on one connection before hanging up")
-    max_connections: int = Field(default=256, ge=1)
-    stats_interval: float = Field(default=5.0, gt=0)
-    local: bool = Field(default=False, description="a main node's local tracker (chapter 4)")
-    upstream: str | None = Field(default=None, description="local mode: the upstream tracker (node or address)")
-    upstream_port: int = Field(default=6969, ge=1, le=65535)
-    upstream_user: str | None = None
-    upstream_secret: str | None = None
-    serve: ServeParams | None = Field(default=None, description="run a peer or source in this process, "
-                                                                "registered with this tracker")
-
-    @model_validator(mode="after")
-    def _local(self) -> Config:
-        if self.serve is not None:
-            if SERVE_USER in self.users:
-                raise ValueError(f"user {SERVE_USER!r} is reserved for the tracker's own node (serve)")
-            self.serve.role_config("127.0.0.1", self.port, "secret")  # validates the role's args
-        if self.local and not (self.upstream and self.upstream_user and self.upstream_secret):
-            raise ValueError("local: true needs upstream, upstream_user and upstream_secret")
-        if not self.local and self.upstream is not None:
-            raise ValueError("upstream is only for local: true")
-        for user in self.users:
-            wire.Hello(user, bytes(wire.NONCE_SIZE))  # a name the wire can carry
-        for content, title in self.contents.items():
-            wire.ContentEntry(content, title)
-        return self
 
 
 @dataclass
@@ -182,7 +116,8 @@ class Tracker:
     def __init__(self, ctx: NodeContext, cfg: Config):
         self.ctx, self.cfg = ctx, cfg
         self.peers: dict[int, Peer] = {}
-        self.contents: dict[int, str] = dict(cfg.contents)
+        self.contents: dict[int, str] = {int(c): t for c, t in cfg.contents.items()}  # JSON keys are strings
+        self.users: dict[str, str] = dict(cfg.users)  # + the serving node's own user (serve)
         self.conns: set[_Conn] = set()
         self.totals = wire.ByteCounters()  # closed connections
         self._reported = (0, 0)
@@ -289,7 +224,7 @@ class Tracker:
             await s.send(wire.Challenge(conn.server_nonce))
             return
         if isinstance(msg, wire.Auth) and conn.user is not None:
-            secret = self.cfg.users.get(conn.user)
+            secret = self.users.get(conn.user)
             expected = wire.client_proof(secret or "", conn.user, conn.server_nonce, conn.client_nonce)
             if secret is None or not hmac.compare_digest(expected, msg.proof):
                 why = "unknown user" if secret is None else "wrong proof"
@@ -499,12 +434,12 @@ async def main(ctx: NodeContext, cfg: Config) -> int:
     tracker = Tracker(ctx, cfg)
     server = await asyncio.start_server(tracker.handle, cfg.bind, cfg.port, reuse_address=True)
     ctx.log.emit("tracker_ready", port=cfg.port, local=cfg.local, upstream=cfg.upstream,
-                 contents=sorted(tracker.contents), users=len(cfg.users), deputy_threshold=cfg.deputy_threshold)
+                 contents=sorted(tracker.contents), users=len(tracker.users), deputy_threshold=cfg.deputy_threshold)
     tasks = [asyncio.ensure_future(tracker.expire()), asyncio.ensure_future(tracker.stats())]
     if cfg.local:
         tasks.append(asyncio.ensure_future(tracker.upstream()))
     if cfg.serve is not None:
-        tasks.append(asyncio.ensure_future(serve_content(ctx, cfg)))
+        tasks.append(asyncio.ensure_future(serve_content(ctx, cfg, tracker)))
     try:
         async with server:
             await server.serve_forever()
@@ -515,15 +450,18 @@ async def main(ctx: NodeContext, cfg: Config) -> int:
     return 0
 
 
-async def serve_content(ctx: NodeContext, cfg: Config) -> None:
-    """Run the ``serve`` peer or source in this process, registered with this tracker (a user of its own)."""
+async def serve_content(ctx: NodeContext, cfg: Config, tracker: Tracker) -> None:
+    """Run the ``serve`` peer or source in this process, registered with this tracker (a user of its own). Its
+    ``args`` were completed when the tracker's were validated (nodes/tracker_config.py ServeParams); only the
+    tracker fields are added here."""
     assert cfg.serve is not None
     from nodes import peer, source
 
     secret = ctx.rng.randbytes(16).hex()
-    cfg.users[SERVE_USER] = secret
+    tracker.users[SERVE_USER] = secret
     host = cfg.bind if cfg.bind not in ("0.0.0.0", "") else ctx.hosts.get(ctx.node, "127.0.0.1")
-    role_cfg = cfg.serve.role_config(host, cfg.port, secret)
+    role_cfg = Args({**cfg.serve.args, "tracker": host, "tracker_port": cfg.port, "user": SERVE_USER,
+                     "secret": secret}, "serve.args")
     seed = int.from_bytes(hashlib.sha256(f"{ctx.seed}/serve".encode()).digest()[:4], "big")  # its own stream
     inner = NodeContext(ctx.node, ctx.proc, ctx.role, seed, ctx.hosts, ctx.log)
     ctx.log.emit("tracker_serves", role=cfg.serve.role, tracker=host, port=getattr(role_cfg, "listen_port", None))
@@ -538,4 +476,4 @@ async def serve_content(ctx: NodeContext, cfg: Config) -> None:
 
 
 if __name__ == "__main__":
-    run_role(Config, main)
+    run_role(main)

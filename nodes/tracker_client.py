@@ -28,13 +28,14 @@ import asyncio
 import contextlib
 import random
 import time
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import TYPE_CHECKING
 
 from nodes import wire
 from nodes.runtime import NodeContext, run_role
 from nodes.wire import FramedStream, MemberEntry, MemberFlag, Message
+
+if TYPE_CHECKING:
+    from nodes.tracker_probe_config import Config
 
 
 class TrackerError(Exception):
@@ -183,30 +184,6 @@ async def ask_members(host: str, port: int, content: int, hello: wire.Membership
 # -- role tracker_probe -----------------------------------------------------------------------------------------
 
 
-class Config(BaseModel):
-    """``args`` of a tracker_probe process."""
-
-    model_config = ConfigDict(extra="forbid")
-    tracker: str = Field(description="tracker node name or address")
-    port: int = Field(default=6969, ge=1, le=65535)
-    user: str = Field(min_length=1, max_length=wire.MAX_NAME)
-    secret: str = Field(min_length=1)
-    content: int = Field(default=1, ge=1, le=wire.U32)
-    want: int = Field(default=20, ge=0, le=wire.MAX_LIST)
-    source: bool = Field(default=False, description="join as a source of the content")
-    listen_port: int = Field(default=0, ge=0, le=65535,
-                             description="accept inbound connections here (connect-back test, members requests); "
-                                         "0 = none")
-    stay: float = Field(default=0.0, ge=0, description="seconds to stay a member (heartbeats) after the answer")
-    leave: bool = Field(default=True, description="send LEAVE before exiting (false: just vanish, to be timed out)")
-    redirect: bool = Field(default=True, description="false: ask the tracker for members, never a deputy")
-    follow_redirect: bool = Field(default=True, description="on a redirect, ask the deputy for members")
-    expect: Literal["any", "members", "redirect", "refused"] = Field(
-        default="any", description="exit 4 unless the tracker's answer is this")
-    connect_for: float = Field(default=10.0, gt=0, description="keep trying to connect for this long (seconds)")
-    timeout: float = Field(default=5.0, gt=0, description="seconds to wait for each answer")
-
-
 class _Probe:
     """The probe's own small member cache and listener (enough to act as a deputy)."""
 
@@ -342,4 +319,4 @@ async def _stay(ctx: NodeContext, cfg: Config, probe: _Probe, client: TrackerCli
 
 
 if __name__ == "__main__":
-    run_role(Config, main)
+    run_role(main)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nodes.roles import ROLE_MODULES, child_args
 from scenarios.processes import derived_seed
 from scenarios.schema import ResolvedDirection
 from topologies.network import EmulatedNetwork
@@ -89,11 +90,11 @@ class Prober:
         tag = f"{name}-{self.count}"
         events = self.workdir / f"{tag}.jsonl"
         cfg = {"node": node, "proc": tag, "role": role, "events": str(events),
-               "seed": derived_seed(self.seed, "calibrate", tag), "hosts": {}, "args": args}
+               "seed": derived_seed(self.seed, "calibrate", tag), "hosts": {}, **child_args(role, args)}
         cfg_path = self.workdir / f"{tag}.json"
         cfg_path.write_text(json.dumps(cfg))
         err = open(self.workdir / f"{tag}.err", "w")  # noqa: SIM115 - child owns it
-        proc = self.net.popen(node, [sys.executable, "-m", f"nodes.{role}", "--config", str(cfg_path)],
+        proc = self.net.popen(node, [sys.executable, "-m", ROLE_MODULES[role], "--config", str(cfg_path)],
                               label=f"calibrate:{tag}", stdout=err, stderr=err)
         err.close()
         return proc, events

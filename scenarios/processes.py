@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from nodes.roles import ROLE_MODULES
+from nodes.roles import ROLE_MODULES, child_args
 from scenarios.bundle import JsonLines
 from scenarios.schema import Process, Scenario
 
@@ -81,7 +81,7 @@ class ProcessTable:
         cfg = {"node": node, "proc": name, "role": spec.role,
                "events": str(self.bundle / "events" / f"{node}.{name}.jsonl"),
                "seed": derived_seed(self.sc.seed, "process", node, name),
-               "hosts": self.hosts, "args": spec.args}
+               "hosts": self.hosts, **child_args(spec.role, spec.args)}
         cfg_path = self.bundle / "config" / f"{node}.{name}.json"
         cfg_path.write_text(json.dumps(cfg, indent=1))
         out = open(self.bundle / "logs" / f"{node}.{name}.out", "ab")  # noqa: SIM115 - child owns it

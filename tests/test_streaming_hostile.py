@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nodes import wire
+from nodes.roles import child_args
 from tests.conftest import REPO
 from tests.test_streaming_kit import free_port
 from tests.test_wire import any_message
@@ -39,7 +40,7 @@ class Running:
 
     def start(self, name: str, role: str, args: dict[str, Any]) -> None:
         cfg = {"node": name, "proc": role, "role": role, "events": str(self.folder / f"{name}.jsonl"),
-               "seed": len(self.procs) + 7, "hosts": {"trk": HOST}, "args": args}
+               "seed": len(self.procs) + 7, "hosts": {"trk": HOST}, **child_args(role, args)}
         path = self.folder / f"{name}.json"
         path.write_text(json.dumps(cfg))
         err = open(self.folder / f"{name}.err", "wb")  # noqa: SIM115 - the child owns it

@@ -16,11 +16,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nodes import peer, source, tracker
+from nodes import peer, source, source_config, tracker
+from nodes.args_view import Args
 from nodes.eventlog import EventLog
+from nodes.roles import child_args
 from nodes.runtime import NodeContext
 
 USERS = {f"u{i}": f"pw{i}" for i in range(40)}
+
+
+def child_view(role: str, args: dict[str, Any]) -> Args:
+    """What a role process of that role gets as ``cfg``: the runner's validated, completed args as a read-only view."""
+    return Args(child_args(role, args)["args"])
 
 
 def free_port(ip: str = "127.0.0.1") -> int:
@@ -65,7 +72,7 @@ class Cluster:
         port = free_port(host)
         args = {"users": USERS, "bind": host, "port": port, "reach_timeout": 0.5, "stats_interval": 1.0,
                 "member_timeout": 6.0} | args
-        cfg = tracker.Config.model_validate(args)
+        cfg = child_view("tracker", args)
         self.ports[name] = port
         self.tasks[name] = asyncio.ensure_future(tracker.main(self.ctx(name, "tracker"), cfg))
         await asyncio.sleep(0.1)
@@ -81,7 +88,7 @@ class Cluster:
 
     async def source(self, name: str = "src", trk: str = "trk", ip: str | None = None,
                      **args: Any) -> source.SourceNode:
-        cfg = source.Config.model_validate(self._common(name, trk, ip, {"bitrate": 200_000} | args))
+        cfg = child_view("source", self._common(name, trk, ip, {"bitrate": 200_000} | args))
         ctx = self.ctx(name, "source")
         node = source.SourceNode(ctx, cfg)
         await node.prepare()
@@ -91,8 +98,7 @@ class Cluster:
         return node
 
     async def peer(self, name: str, trk: str = "trk", ip: str | None = None, **args: Any) -> peer.PeerNode:
-        cfg = peer.Config.model_validate(self._common(name, trk, ip, {"start_lag": 3.0, "startup_buffer": 2.0}
-                                                      | args))
+        cfg = child_view("peer", self._common(name, trk, ip, {"start_lag": 3.0, "startup_buffer": 2.0} | args))
         node = peer.PeerNode(self.ctx(name, "peer"), cfg)
         self.nodes[name] = node
         self.tasks[name] = asyncio.ensure_future(node.run())
@@ -136,8 +142,8 @@ async def source_holding(c: Cluster, chunks: int, size: int, **args: Any) -> sou
     from nodes.chunk_buffer import Chunk
 
     host = c.address("src")
-    cfg = source.Config.model_validate({"tracker": "127.0.0.1", "user": "u", "secret": "s", "bind": host,
-                                        "listen_port": free_port(host), **args})
+    cfg = source_config.Config.model_validate({"tracker": "127.0.0.1", "user": "u", "secret": "s", "bind": host,
+                                               "listen_port": free_port(host), **args})
     node = source.SourceNode(c.ctx("src", "source"), cfg)
     await node.prepare()
     assert node.buffer is not None

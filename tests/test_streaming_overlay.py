@@ -298,9 +298,9 @@ def test_hybrid_mains_split_the_internet_download_and_locals_stay_in_scope(tmp_p
 
 @pytest.mark.parametrize("role", ["peer", "source"])
 def test_roles_validate_their_args(role: str) -> None:
-    from nodes import peer, source
+    from nodes import peer_config, source_config
 
-    module = peer if role == "peer" else source
+    module = peer_config if role == "peer" else source_config
     base = {"tracker": "trk", "user": "u", "secret": "s"}
     module.Config.model_validate(base)
     with pytest.raises(ValueError):

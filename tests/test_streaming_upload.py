@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from analysis.metrics import viewer_metrics
-from nodes import source, wire
+from nodes import source, source_config, wire
 from nodes.chunk_buffer import Chunk
 from nodes.peer_link import Link, Queued
 from nodes.wire import FramedStream
@@ -165,7 +165,7 @@ def test_admission_control_refuses_fresh_chunks_but_never_old_or_urgent_ones(tmp
     async def body() -> tuple[bool, bool, bool]:
         c = Cluster(tmp_path)
         host = c.address("src")
-        cfg = source.Config.model_validate({"tracker": "127.0.0.1", "user": "u", "secret": "s", "bind": host,
+        cfg = source_config.Config.model_validate({"tracker": "127.0.0.1", "user": "u", "secret": "s", "bind": host,
                                             "listen_port": free_port(host), "serve_horizon": 1.0,
                                             "serve_old": 10.0})
         node = source.SourceNode(c.ctx("src", "source"), cfg)
