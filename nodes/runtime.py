@@ -6,7 +6,8 @@ The runner writes one JSON config per process::
     {"node": "h1", "proc": "p", "role": "peer", "events": ".../events/h1.p.jsonl",
      "seed": 1234, "hosts": {"h2": "10.0.0.2", ...}, "args": {...role config...}, "args_form": "normalised"}
 
-(``args_form`` only for the roles whose args the runner completes), and a role hands its ``args`` to its ``main`` in one of two ways (nodes/roles.py says which, per role):
+(``args_form`` only for the roles whose args the runner completes), and a role hands its ``args`` to its ``main``
+in one of two ways (nodes/roles.py says which, per role):
 
 - ``run_role(main)``: the runner has validated the args and filled in every default (``args_form: normalised``,
   written by nodes/roles.py ``child_args``); ``main`` gets a read-only attribute view of them (nodes/args_view.py)
