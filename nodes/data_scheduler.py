@@ -7,7 +7,10 @@ playback deadline and the partners whose buffer maps hold them) and the response
 Bookkeeping per partner (:class:`Supplier`): a bandwidth estimate from its past responses (exponentially
 weighted; the transfer of a response is taken to start when the previous response on the same connection ended,
 because a partner serves one connection's requests in order), the bytes and requests outstanding, timeouts.
-The expected completion time of one more request to partner p is ``now + (queued bytes of p + size) / bw(p)``.
+The expected completion time of one more request to partner p is ``now + max(queued bytes of p / bw(p), backlog of
+p) + size / bw(p)``, where the backlog is what p last said its upload queue (the requests of all its partners) takes
+to send (buffer map ``backlog_ms``, counted down since): without it, every requester saw only its own requests and
+all of them picked the same fastest suppliers, which then refused most (herding).
 
 Policies (``policy``):
 
@@ -53,9 +56,12 @@ class Supplier:
     timeouts: int = 0
     timeouts_in_row: int = 0
     refusals: int = 0
+    backlog_until: float = 0.0  # when the upload queue it last told of (buffer map ``backlog_ms``) is sent
 
     def expected_done(self, now: float, size: int) -> float:
-        return now + (self.queued_bytes + size) / self.bw
+        """When one more chunk of ``size`` bytes would arrive: after our own requests queued there, or after the
+        queue the partner told of (requests of all its partners), whichever is longer, plus its transfer."""
+        return now + max(self.queued_bytes / self.bw, self.backlog_until - now) + size / self.bw
 
 
 @dataclass(slots=True)
@@ -115,6 +121,12 @@ class DataScheduler:
         for tried in self.tried.values():
             tried.pop(partner, None)
         return lost
+
+    def on_backlog(self, partner: Hashable, at: float, seconds: float) -> None:
+        """The partner told (at time ``at``) that its queued uploads take ``seconds`` to send."""
+        s = self.suppliers.get(partner)
+        if s is not None:
+            s.backlog_until = at + seconds
 
     def is_pending(self, chunk: int) -> bool:
         return chunk in self.pending
