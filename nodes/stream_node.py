@@ -760,8 +760,9 @@ class StreamNode:
             return
         bm = self.buffer.buffer_map()
         backlog_ms = min(wire.U32, round(1000 * self._backlog_s()))
-        if backlog_ms:
-            bm = dataclasses.replace(bm, backlog_ms=backlog_ms)
+        up_kbps = min(wire.U32, round(self.up_rate * 8 / 1000) if self.up_rate else self.cfg.upload_capacity // 1000)
+        if backlog_ms or up_kbps:
+            bm = dataclasses.replace(bm, backlog_ms=backlog_ms, up_kbps=up_kbps)
         for link in self.partner_links():
             link.send(bm)
 

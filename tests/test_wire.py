@@ -58,7 +58,8 @@ def buffer_map(draw: st.DrawFn) -> wire.BufferMap:
     base = draw(st.integers(0, wire.U32 + 1 - window))
     have = draw(st.sets(st.integers(0, window - 1), max_size=window))
     bm = wire.BufferMap.from_chunks(draw(pos32), base, (base + i for i in have), window)
-    return dataclasses.replace(bm, backlog_ms=draw(st.one_of(st.just(0), u32)))
+    maybe = st.one_of(st.just(0), u32)
+    return dataclasses.replace(bm, backlog_ms=draw(maybe), up_kbps=draw(maybe))
 
 
 @st.composite
@@ -230,6 +231,10 @@ def test_sizes_are_compact() -> None:
     busy = dataclasses.replace(bm, backlog_ms=1500)  # with the supplier's upload backlog
     assert len(encode(busy)) == wire.OVERHEAD + 10 + 15 + 4
     assert decode_frame(encode(busy)) == busy and busy.chunks() == bm.chunks()
+    told = dataclasses.replace(busy, up_kbps=512)  # and its upload rate
+    assert len(encode(told)) == wire.OVERHEAD + 10 + 15 + 8 and decode_frame(encode(told)) == told
+    idle = dataclasses.replace(told, backlog_ms=0)  # the rate alone: the backlog is sent as 0
+    assert len(encode(idle)) == wire.OVERHEAD + 10 + 15 + 8 and decode_frame(encode(idle)) == idle
 
 
 # -- hostile input -----------------------------------------------------------------------------------------------
