@@ -7,7 +7,12 @@ playback deadline and the partners whose buffer maps hold them) and the response
 Bookkeeping per partner (:class:`Supplier`): a bandwidth estimate from its past responses (exponentially
 weighted; the transfer of a response is taken to start when the previous response on the same connection ended,
 because a partner serves one connection's requests in order), the bytes and requests outstanding, timeouts.
-The expected completion time of one more request to partner p is ``now + (queued bytes of p + size) / bw(p)``.
+The expected completion time of one more request to partner p is ``now + max(queued bytes of p / bw(p), backlog of
+p) + size / bw(p)``, where the backlog is what p last said its upload queue (the requests of all its partners) takes
+to send (buffer map ``backlog_ms``, counted down since): without it, every requester saw only its own requests and
+all of them picked the same fastest suppliers, which then refused most (herding). ``bw(p)`` is capped by the upload
+rate p tells (buffer map ``up_kbps``): a partner that refused every request was never measured and kept the
+optimistic prior, so it was asked first again and again.
 
 Policies (``policy``):
 
@@ -53,9 +58,19 @@ class Supplier:
     timeouts: int = 0
     timeouts_in_row: int = 0
     refusals: int = 0
+    backlog_until: float = 0.0  # when the upload queue it last told of (buffer map ``backlog_ms``) is sent
+    told_rate: float = 0.0  # the upload rate it last told (buffer map ``up_kbps``, bytes/s; 0 unknown)
+
+    def rate(self) -> float:
+        """Bytes/s one more chunk is expected to come at: the measured bandwidth, but no more than the partner's
+        own uplink as it told it (a partner that refused every request so far was never measured)."""
+        return min(self.bw, self.told_rate) if self.told_rate else self.bw
 
     def expected_done(self, now: float, size: int) -> float:
-        return now + (self.queued_bytes + size) / self.bw
+        """When one more chunk of ``size`` bytes would arrive: after our own requests queued there, or after the
+        queue the partner told of (requests of all its partners), whichever is longer, plus its transfer."""
+        rate = self.rate()
+        return now + max(self.queued_bytes / rate, self.backlog_until - now) + size / rate
 
 
 @dataclass(slots=True)
@@ -116,6 +131,14 @@ class DataScheduler:
             tried.pop(partner, None)
         return lost
 
+    def on_backlog(self, partner: Hashable, at: float, seconds: float, rate: float = 0.0) -> None:
+        """The partner told (at time ``at``) that its queued uploads take ``seconds`` to send, and that it uploads
+        at ``rate`` bytes/s (0: not told)."""
+        s = self.suppliers.get(partner)
+        if s is not None:
+            s.backlog_until = at + seconds
+            s.told_rate = rate
+
     def is_pending(self, chunk: int) -> bool:
         return chunk in self.pending
 
@@ -154,7 +177,7 @@ class DataScheduler:
         pool = in_time or free
         best = min(done[p] for p in pool)
         ties = [p for p in pool if done[p] == best]
-        partner = ties[0] if len(ties) == 1 else max(ties, key=lambda p: (self.suppliers[p].bw, self.rng.random()))
+        partner = ties[0] if len(ties) == 1 else max(ties, key=lambda p: (self.suppliers[p].rate(), self.rng.random()))
         return self._request(now, c, partner)
 
     def _round_robin(self, now: float, c: Candidate) -> Request | None:

@@ -123,6 +123,8 @@ class PeerNode(StreamNode):
         self.kick()
 
     def on_buffer_map(self, link: Link) -> None:
+        if link.bm is not None:
+            self.sched.on_backlog(link, link.bm_at, link.bm.backlog_ms / 1000, link.bm.up_kbps * 125)
         self.kick()
 
     def on_refused(self, link: Link, chunk: int) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import itertools
 import math
@@ -760,8 +761,28 @@ class StreamNode:
         if self.buffer is None:
             return
         bm = self.buffer.buffer_map()
+        backlog_ms = min(wire.U32, round(1000 * self._backlog_s()))
+        up_kbps = min(wire.U32, round(self.up_rate * 8 / 1000) if self.up_rate else self.cfg.upload_capacity // 1000)
+        if backlog_ms or up_kbps:
+            bm = dataclasses.replace(bm, backlog_ms=backlog_ms, up_kbps=up_kbps)
         for link in self.partner_links():
             link.send(bm)
+
+    def _backlog_s(self) -> float:
+        """Seconds until this node's uplink could start one more chunk, at the measured upload rate: the chunks
+        queued on all connections plus what is written but not yet sent (asyncio's write buffers and the
+        kernel's send queues, i.e. the chunk in flight). A new request waits at least that long; the partners are
+        told in the buffer map (``backlog_ms``). 0 until the upload rate is measured."""
+        if not self.up_rate:
+            return 0.0
+        size = self.info.chunk_bytes if self.info is not None else 65536
+        waiting = 0
+        for lk in self.links:
+            waiting += len(lk.queue) * size + (self._unsent(lk) or 0)
+            transport = lk.stream.writer.transport
+            if transport is not None and not transport.is_closing():
+                waiting += transport.get_write_buffer_size()
+        return waiting / self.up_rate
 
     def _announce(self, now: float) -> None:
         for ov in self.overlays:

@@ -803,15 +803,21 @@ class PartnershipRemove(Message):
 @dataclass(frozen=True, slots=True)
 class BufferMap(Message):
     """Which chunks ``base`` .. ``base + window - 1`` of a content the sender holds (bit i of the bitmap, MSB first
-    = chunk ``base + i``; the bits past ``window`` in the last byte are zero)."""
+    = chunk ``base + i``; the bits past ``window`` in the last byte are zero). ``backlog_ms``: how long the chunk
+    requests the sender has queued for upload (from all its partners) take at its measured upload rate, so a
+    requester can tell a busy supplier from an idle one before it asks (0 = none or unknown). ``up_kbps``: the
+    sender's upload rate (measured while it had chunks to send, else what it says it has; 0 = unknown). Both are
+    optional: left out when 0, ``backlog_ms`` (4 bytes) is sent when either is set, ``up_kbps`` (4) after it."""
 
     TYPE: ClassVar[MsgType] = MsgType.BUFFER_MAP
     MIN_LEN: ClassVar[int] = 11
-    MAX_LEN: ClassVar[int] = 10 + MAX_WINDOW // 8
+    MAX_LEN: ClassVar[int] = 18 + MAX_WINDOW // 8
     content: int
     base: int
     window: int
     bitmap: bytes
+    backlog_ms: int = 0
+    up_kbps: int = 0
 
     def validate(self) -> None:
         _check_int("content", self.content, 1, U32)
@@ -821,6 +827,8 @@ class BufferMap(Message):
         spare = len(self.bitmap) * 8 - self.window
         if spare and self.bitmap[-1] & ((1 << spare) - 1):
             raise WireError("bitmap: bits set past the window")
+        _check_int("backlog_ms", self.backlog_ms, 0, U32)
+        _check_int("up_kbps", self.up_kbps, 0, U32)
 
     @classmethod
     def from_chunks(cls, content: int, base: int, have: Iterable[int], window: int = DEFAULT_WINDOW) -> BufferMap:
@@ -841,14 +849,19 @@ class BufferMap(Message):
         return [self.base + i for i in range(self.window) if self.bitmap[i >> 3] & (0x80 >> (i & 7))]
 
     def pack(self) -> bytes:
-        return struct.pack(">IIH", self.content, self.base, self.window) + self.bitmap
+        head = struct.pack(">IIH", self.content, self.base, self.window) + self.bitmap
+        if self.up_kbps:
+            return head + struct.pack(">II", self.backlog_ms, self.up_kbps)
+        return head + struct.pack(">I", self.backlog_ms) if self.backlog_ms else head
 
     @classmethod
     def unpack(cls, r: _Reader) -> BufferMap:
         content, base, window = r.u32("content"), r.u32("base"), r.u16("window")
         if not 1 <= window <= MAX_WINDOW:
             raise WireError(f"window: {window} not in [1, {MAX_WINDOW}]")
-        return cls(content, base, window, r.take((window + 7) // 8, "bitmap"))
+        bitmap = r.take((window + 7) // 8, "bitmap")
+        backlog = r.u32("backlog_ms") if r.pos < len(r.buf) else 0
+        return cls(content, base, window, bitmap, backlog, r.u32("up_kbps") if r.pos < len(r.buf) else 0)
 
 
 @dataclass(frozen=True, slots=True)

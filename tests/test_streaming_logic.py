@@ -120,6 +120,31 @@ def test_deadline_policy_picks_a_supplier_that_can_make_the_deadline() -> None:
     assert {r.partner for r in s.pending.values()} == {"slow", "fast"}
 
 
+def test_deadline_policy_avoids_a_supplier_that_told_of_a_long_upload_backlog() -> None:
+    s = sched(max_outstanding=4)
+    s.add_partner("vdsl", 1_000_000)  # 1 MB/s: 0.1 s for a 100 kB chunk
+    s.add_partner("adsl", 100_000)  # 1 s
+    s.on_backlog("vdsl", 9.5, 3.0)  # its buffer map at 9.5 s: 3 s of chunks queued for its other partners
+    (r,) = s.plan(10.0, [Candidate(1, 14.0, ["vdsl", "adsl"], 100_000)])
+    assert r.partner == "adsl" and r.expected == pytest.approx(11.0)  # vdsl: 10 + 2.5 + 0.1
+    # the backlog is counted down: by 12.4 s it is nearly sent and the fast supplier wins again
+    (r2,) = s.plan(12.4, [Candidate(2, 16.0, ["vdsl", "adsl"], 100_000)])
+    assert r2.partner == "vdsl" and r2.expected == pytest.approx(12.6)
+    # a partner never measured (it refused every request) keeps the optimistic prior, but not above the upload
+    # rate it tells: 100 kB/s told -> 1 s, so the measured 1 MB/s supplier with 0.5 s of backlog is earlier
+    s.add_partner("unmeasured", 2_000_000)
+    s.on_backlog("unmeasured", 20.0, 0.0, 100_000)
+    s.on_backlog("vdsl", 20.0, 0.5)
+    (r4,) = s.plan(20.0, [Candidate(3, 25.0, ["unmeasured", "vdsl"], 100_000)])
+    assert r4.partner == "vdsl" and r4.expected == pytest.approx(20.6)
+    # round-robin ignores it (the naive baseline)
+    rr = sched("round_robin")
+    rr.add_partner("vdsl", 1_000_000)
+    rr.on_backlog("vdsl", 9.5, 3.0)
+    (r3,) = rr.plan(10.0, [Candidate(1, 14.0, ["vdsl"], 100_000)])
+    assert r3.partner == "vdsl"
+
+
 def test_bandwidth_is_measured_from_responses() -> None:
     s = sched()
     s.add_partner("p", 1_000)  # a pessimistic prior

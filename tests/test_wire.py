@@ -5,6 +5,7 @@ valid frames (it resynchronises and yields every valid frame), any split of the 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import struct
 import zlib
@@ -56,7 +57,9 @@ def buffer_map(draw: st.DrawFn) -> wire.BufferMap:
     window = draw(st.one_of(st.just(wire.DEFAULT_WINDOW), st.integers(1, wire.MAX_WINDOW)))
     base = draw(st.integers(0, wire.U32 + 1 - window))
     have = draw(st.sets(st.integers(0, window - 1), max_size=window))
-    return wire.BufferMap.from_chunks(draw(pos32), base, (base + i for i in have), window)
+    bm = wire.BufferMap.from_chunks(draw(pos32), base, (base + i for i in have), window)
+    maybe = st.one_of(st.just(0), u32)
+    return dataclasses.replace(bm, backlog_ms=draw(maybe), up_kbps=draw(maybe))
 
 
 @st.composite
@@ -225,6 +228,13 @@ def test_sizes_are_compact() -> None:
     assert len(encode(wire.ChunkReq(1, 7, 2500))) == wire.OVERHEAD + 12  # with the requester's deadline
     assert len(encode(wire.PartnershipReq(1, 7))) == wire.OVERHEAD + 8
     assert len(encode(wire.PartnershipReq(1, 7, 10_000))) == wire.OVERHEAD + 12  # with the asker's upload
+    busy = dataclasses.replace(bm, backlog_ms=1500)  # with the supplier's upload backlog
+    assert len(encode(busy)) == wire.OVERHEAD + 10 + 15 + 4
+    assert decode_frame(encode(busy)) == busy and busy.chunks() == bm.chunks()
+    told = dataclasses.replace(busy, up_kbps=512)  # and its upload rate
+    assert len(encode(told)) == wire.OVERHEAD + 10 + 15 + 8 and decode_frame(encode(told)) == told
+    idle = dataclasses.replace(told, backlog_ms=0)  # the rate alone: the backlog is sent as 0
+    assert len(encode(idle)) == wire.OVERHEAD + 10 + 15 + 8 and decode_frame(encode(idle)) == idle
 
 
 # -- hostile input -----------------------------------------------------------------------------------------------
