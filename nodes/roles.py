@@ -51,6 +51,7 @@ ROLES: dict[str, Role] = {
 ROLE_MODULES: dict[str, str] = {name: role.program for name, role in ROLES.items()}
 """role -> program module."""
 
+
 def role_config_class(role: str) -> type[BaseModel]:
     """The pydantic class that validates a role's ``args`` (imports the config module, not the program)."""
     module = importlib.import_module(ROLES[role].config)
