@@ -14,40 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import socket
 import struct
 import time
-
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from typing import TYPE_CHECKING
 
 from nodes import probe_packet
 from nodes.runtime import NodeContext, run_role
 
-
-class Config(BaseModel):
-    """``args`` of a probe_sink process."""
-
-    model_config = ConfigDict(extra="forbid")
-    port: int = Field(default=5001, ge=1, le=65535)
-    bind: str = Field(default="0.0.0.0", description="local address to bind")
-    group: str | None = Field(default=None, description="IPv4 multicast group to join (224.0.0.0/4)")
-    iface: str | None = Field(default=None, max_length=15,
-                              description="interface to join the group on; default: every interface but lo")
-    leave_after: float | None = Field(default=None, gt=0, description="seconds after start to leave the group")
-
-    @field_validator("group")
-    @classmethod
-    def _multicast(cls, value: str | None) -> str | None:
-        if value is not None and not ipaddress.IPv4Address(value).is_multicast:
-            raise ValueError(f"{value} is not an IPv4 multicast group (224.0.0.0/4)")
-        return value
-
-    @model_validator(mode="after")
-    def _needs_group(self) -> Config:
-        if self.group is None and (self.leave_after is not None or self.iface is not None):
-            raise ValueError("iface and leave_after need a group")
-        return self
+if TYPE_CHECKING:
+    from nodes.probe_sink_config import Config
 
 
 class _SinkProtocol(asyncio.DatagramProtocol):
@@ -132,4 +108,4 @@ async def main(ctx: NodeContext, cfg: Config) -> int:
 
 
 if __name__ == "__main__":
-    run_role(main, Config)
+    run_role(main)

@@ -4,7 +4,7 @@ module whose pydantic ``Config`` class validates the role's ``args``, and who va
 This is a static table of code, not a registry of live objects. Every role's ``args`` are validated in the runner
 (scenarios/checks.py, with file and line). Then either:
 
-- ``normalised`` (peer, source, tracker, tracker_probe): the runner writes the child's ``args`` as
+- ``normalised`` (peer, source, tracker, tracker_probe, probe_sink): the runner writes the child's ``args`` as
   ``Config.model_validate(args).model_dump(mode="json")`` (:func:`child_args`: every default filled in, pydantic
   being the single source of truth for them) and marks the config ``"args_form": "normalised"``; the program gets a
   read-only attribute view of that dict (nodes/args_view.py) and imports no pydantic: its config class lives in a
@@ -34,7 +34,7 @@ class Role:
 
 ROLES: dict[str, Role] = {
     "probe_sender": Role("nodes.probe_sender", "nodes.probe_sender"),
-    "probe_sink": Role("nodes.probe_sink", "nodes.probe_sink"),
+    "probe_sink": Role("nodes.probe_sink", "nodes.probe_sink_config", normalised=True),
     "crasher": Role("nodes.crasher", "nodes.crasher"),
     "iperf3": Role("nodes.iperf3", "nodes.iperf3"),
     "mgen": Role("nodes.mgen", "nodes.mgen"),

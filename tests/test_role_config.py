@@ -18,7 +18,7 @@ from nodes.roles import ROLES, child_args, role_config_class
 from tests.conftest import REPO
 from tests.test_streaming_kit import free_port
 
-PYDANTIC_FREE = ("nodes.peer", "nodes.source", "nodes.tracker", "nodes.tracker_client")
+PYDANTIC_FREE = ("nodes.peer", "nodes.source", "nodes.tracker", "nodes.tracker_client", "nodes.probe_sink")
 
 
 def test_streaming_role_modules_import_no_pydantic() -> None:
@@ -37,6 +37,7 @@ def test_the_runner_fills_in_every_field(role: str) -> None:
         "tracker": {"users": {"u": "s"}, "serve": {"role": "peer", "args": {"hybrid": {"role": "local",
                                                                                        "scope": ["10.1.0.0/24"]}}}},
         "tracker_probe": {"tracker": "trk", "user": "u", "secret": "s"},
+        "probe_sink": {"port": 6000},
     }[role]
     out = child_args(role, minimal)
     assert out["args_form"] == "normalised"
