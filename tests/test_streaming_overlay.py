@@ -17,6 +17,7 @@ import pytest
 
 from analysis.metrics import server_load, viewer_metrics
 from nodes import wire
+from nodes.peer_link import Queued
 from tests.test_streaming_kit import Cluster, free_port
 
 
@@ -171,6 +172,41 @@ def test_a_full_source_replaces_its_slowest_partner_by_a_faster_uploader(tmp_pat
     assert max(a["partners"] for a in c.events("src", "partner_add")) <= 3  # one over while the slowest leaves
     removed = [r for r in c.events("slow1", "partner_drop") if r["ip"] == c.hosts["src"]]
     assert removed and removed[0]["reason"] == "removed by the partner" and removed[0]["code"] == "full"
+
+
+def test_buffer_maps_tell_the_upload_rate_and_backlog_and_the_requester_counts_them(tmp_path: Path) -> None:
+    told: dict[str, Any] = {}
+
+    async def body() -> Cluster:
+        c = Cluster(tmp_path, seed=4)
+        await c.tracker()
+        await c.source(max_partners=1)
+        a = await c.peer("a", upload_capacity=400_000, partners=2)
+        await c.until("a plays", lambda: c.events("a", "playback_start"))
+        b = await c.peer("b", partners=1, max_partners=1)  # its only partner: a
+        await c.until("b plays", lambda: c.events("b", "playback_start"))
+        link = await c.until("b's partner a", lambda: next((lk for lk in b.partner_links()
+                                                            if lk.ip == c.hosts["a"] and lk.bm is not None), None))
+        sup = b.sched.suppliers[link]
+        told.update(up_kbps=link.bm.up_kbps, told_rate=sup.told_rate, measured=a.up_rate)
+        # a's own view of its backlog is what it tells: a queue of requests of 0.5 s each takes their sum
+        a.up_rate = 40_000.0
+        lk_b = next(lk for lk in a.partner_links() if lk.ip == c.hosts["b"])
+        size = a.info.chunk_bytes
+        for i in range(3):
+            lk_b.queue.append(Queued(10_000 + i, 10_000 + i, 0.0))
+        told["backlog"] = a._backlog_s()
+        told["per_chunk"] = size / 40_000.0
+        lk_b.queue.clear()
+        await c.stop()
+        return c
+
+    asyncio.run(body())
+    # a says its upload: the line's 400 kbit/s until it has measured its own rate while it had chunks waiting
+    assert told["up_kbps"] > 0 and told["told_rate"] == told["up_kbps"] * 125
+    if told["measured"] is None:
+        assert told["up_kbps"] == 400
+    assert told["backlog"] >= 3 * told["per_chunk"]  # three queued chunks (and whatever is still in flight)
 
 
 def test_a_background_task_that_fails_is_logged_and_the_node_goes_on(tmp_path: Path) -> None:
