@@ -11,8 +11,8 @@ in one of two ways (nodes/roles.py says which, per role):
 
 - ``run_role(main)``: the runner has validated the args and filled in every default (``args_form: normalised``,
   written by nodes/roles.py ``child_args``); ``main`` gets a read-only attribute view of them (nodes/args_view.py)
-  and the process never imports pydantic (peer, source, tracker, tracker_probe, probe_sink). A config without that mark is
-  refused (exit 2) with a message saying so, rather than failing later on a missing field;
+  and the process never imports pydantic (peer, source, tracker, tracker_probe, probe_sink). A config without that
+  mark is refused (exit 2) with a message saying so, rather than failing later on a missing field;
 - ``run_role(main, Config)``: the args are as the scenario gave them and are validated here with the role's
   pydantic ``Config`` (exit 2 on a validation error).
 """

@@ -537,7 +537,7 @@ class StreamNode:
         self.ctx.log.emit("partner_add", overlay=ov.side, peer=link.peer, ip=link.ip, port=link.port,
                           inbound=link.inbound, server=link.server, main=link.main, partners=len(ov.partners))
         if self.buffer is not None:
-            link.send(self.buffer.buffer_map())
+            link.send(self._told_map(self.buffer.buffer_map()))
         if link.main and ov.mains is not None and ov.mains.alive(link.peer):
             self.share_changed(ov)
         self.on_partner_added(link)
@@ -760,13 +760,18 @@ class StreamNode:
         self.bm_dirty = False
         if self.buffer is None:
             return
-        bm = self.buffer.buffer_map()
+        bm = self._told_map(self.buffer.buffer_map())
+        for link in self.partner_links():
+            link.send(bm)
+
+    def _told_map(self, bm: wire.BufferMap) -> wire.BufferMap:
+        """The buffer map with this node's upload backlog and rate (``backlog_ms``, ``up_kbps``): the rate measured
+        while chunks waited to go out, else the ``upload_capacity`` it says."""
         backlog_ms = min(wire.U32, round(1000 * self._backlog_s()))
         up_kbps = min(wire.U32, round(self.up_rate * 8 / 1000) if self.up_rate else self.cfg.upload_capacity // 1000)
         if backlog_ms or up_kbps:
             bm = dataclasses.replace(bm, backlog_ms=backlog_ms, up_kbps=up_kbps)
-        for link in self.partner_links():
-            link.send(bm)
+        return bm
 
     def _backlog_s(self) -> float:
         """Seconds until this node's uplink could start one more chunk, at the measured upload rate: the chunks
