@@ -229,20 +229,24 @@ now waited in user space, and requests the requester had long given up on were s
 every request for a 1.4 s chunk, and chunks stop spreading beyond the source's partners."""
 
 HETERO_PEER_ARGS: dict[str, Any] = {"start_lag": 6}
-"""The heterogeneous comparison: 20 peers, three in four on 8/0.5 Mbit/s ADSL and one in four on 50/10 Mbit/s VDSL,
-900 kbit/s, 6 s behind the source, the generator's peer settings (serial upload, deadlines; ``serve_urgent`` 6 s
-exempts every request from the horizon at this lag), and a source that prefers peers saying they upload four times
-more (``prefer_uploaders``). Seeds 1-5 (2026-12-06): deadline 0.975, 0.979, 0.936, 0.970, 0.977 against round-robin
-0.872, 0.929, 0.960, 0.970, 0.976: ahead in 3, level in 1, behind in 1; a repeat of seed 1 gave round-robin 0.949
-(so runs of one seed differ by up to 0.08). Not significant. Before the source preferred uploaders, its four
-partners were the first peers to ask, often all ADSL, and the overlay starved: deadline 0.833, 0.480, 0.834,
-0.437, 0.391 against 0.721, 0.433, 0.616, 0.365, 0.433 (ahead in 4 of 5, +0.081 +- 0.118). Tried and left: a 4 s
-lag (seeds 1 / 2: deadline 0.923 / 0.943 against 0.931 / 0.985: the deadline policy sends every requester to the
-same fastest suppliers, which refuse: 4351 ERROR busy against round-robin's 1120); suppliers without deadlines
-(``serve_deadline: false``, seeds 1-3: 0.974 / 0.909 / 0.722 against 0.760 / 0.910 / 0.883); a requester that
-takes a busy answer as "not free before that chunk's deadline" (refusals unchanged, 5496; seed 1 0.939 against
-0.949). Before deadlines and serial upload: 0.674 / 0.476 / 0.668 against 0.563 / 0.620 / 0.619. Alternating 8/1
-and 50/10 lines with 20 s of lag gave 1.000 with either scheduler (the VDSL peers carry everything in time)."""
+"""The heterogeneous comparison: 20 peers, three in four on 8/0.5 Mbit/s ADSL and one in four on 50/10 Mbit/s VDSL, 900
+kbit/s, 6 s behind the source, the generator's peer settings (serial upload, deadlines; ``serve_urgent`` 6 s exempts
+every request from the horizon at this lag), and a source that prefers peers saying they upload four times more
+(``prefer_uploaders``). Seeds 1-5 (2026-12-06, buffer maps telling each supplier's upload backlog and rate): deadline
+0.982, 0.926, 0.982, 0.984, 0.988 against round-robin 0.964, 0.946, 0.994, 0.965, 0.979: ahead in 3, behind in 2, paired
+difference +0.003 +- 0.022. At a 4 s lag: 0.968, 0.973, 0.959, 0.974, 0.985 against 0.987, 0.940, 0.948, 0.937, 0.984
+(+0.013 +- 0.029). Without the told backlog and rate: 0.975, 0.979, 0.936, 0.970, 0.977 against 0.872, 0.929, 0.960,
+0.970, 0.976; a repeat of seed 1 gave round-robin 0.949 (so runs of one seed differ by up to 0.08). Not significant in
+any of them: the suppliers' own refusals (``serve_deadline``, ``serve_horizon``) send a round-robin requester elsewhere
+at once, which does much of what the deadline scheduler does. Before the source preferred uploaders, its four partners
+were the first peers to ask, often all ADSL, and the overlay starved: deadline 0.833, 0.480, 0.834, 0.437, 0.391 against
+0.721, 0.433, 0.616, 0.365, 0.433 (ahead in 4 of 5, +0.081 +- 0.118). Tried before the told backlog and rate: a 4 s lag
+(seeds 1 / 2: deadline 0.923 / 0.943 against 0.931 / 0.985: the deadline policy sends every requester to the same
+fastest suppliers, which refuse: 4351 ERROR busy against round-robin's 1120); suppliers without deadlines
+(``serve_deadline: false``, seeds 1-3: 0.974 / 0.909 / 0.722 against 0.760 / 0.910 / 0.883); a requester that takes a
+busy answer as "not free before that chunk's deadline" (refusals unchanged, 5496; seed 1 0.939 against 0.949). Before
+deadlines and serial upload: 0.674 / 0.476 / 0.668 against 0.563 / 0.620 / 0.619. Alternating 8/1 and 50/10 lines with
+20 s of lag gave 1.000 with either scheduler (the VDSL peers carry everything in time)."""
 
 
 def case_capacity(results: Path, seeds: tuple[int, ...] = (1, 2, 3, 4, 5), peers: int = 30) -> dict[str, Any]:
