@@ -22,7 +22,8 @@ Policies (``policy``):
   supplier whose expected completion is before the deadline (enough bandwidth and time left), the earliest such
   one; if none can make it, the earliest anyway (best effort).
 - ``round_robin``: the naive baseline: missing chunks in playback order, each requested from the next partner in
-  turn that holds it; bandwidth and deadlines are ignored.
+  turn that holds it; bandwidth and deadlines are ignored (and the peer puts no deadline in its requests, so the
+  suppliers do not do the deadline scheduling for it: ``tell_deadline`` in nodes/peer_config.py).
 
 Both share everything else: at most ``max_outstanding`` requests per partner, one active request per chunk, and a
 per-request timeout of ``timeout_factor`` x the expected transfer time, clamped to [``timeout_min``,

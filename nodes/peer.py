@@ -314,9 +314,13 @@ class PeerNode(StreamNode):
 
     def _due_ms(self, due: float | None, now: float) -> int:
         """The deadline a chunk request carries: only while playing and skipping what is late, where a chunk after
-        its deadline is worthless (while buffering, stalled, or in stall mode it is still wanted later: 0)."""
-        p = self.player
-        if due is None or p is None or p.state != "playing" or p.on_missing != "skip":
+        its deadline is worthless (while buffering, stalled, or in stall mode it is still wanted later: 0); and
+        only from a scheduler that knows deadlines (``tell_deadline``): the naive baseline tells none, or the
+        suppliers would do the deadline scheduling for it."""
+        p, tell = self.player, self.cfg.tell_deadline
+        if tell is None:
+            tell = self.cfg.scheduler == "deadline"
+        if not tell or due is None or p is None or p.state != "playing" or p.on_missing != "skip":
             return 0
         return min(wire.U32, max(1, round((due - now) * 1000)))
 

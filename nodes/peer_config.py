@@ -16,6 +16,10 @@ class Config(StreamParams):
     """``args`` of a peer process (the shared fields are in nodes/stream_config.py)."""
 
     scheduler: Literal["deadline", "round_robin"] = Field(default="deadline", description="data scheduler policy")
+    tell_deadline: bool | None = Field(default=None, description="live: put the chunk's deadline in each CHUNK_REQ "
+                                                                 "(suppliers refuse or drop what cannot make it, "
+                                                                 "serve_deadline); default: with the deadline "
+                                                                 "policy, not with the naive round_robin baseline")
     schedule_interval: float = Field(default=0.2, gt=0, description="seconds between scheduling rounds (also "
                                                                     "run at once when a buffer map or chunk arrives)")
     max_outstanding: int = Field(default=4, ge=1, le=64, description="requests in flight per partner")

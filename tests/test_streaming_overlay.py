@@ -174,6 +174,38 @@ def test_a_full_source_replaces_its_slowest_partner_by_a_faster_uploader(tmp_pat
     assert removed and removed[0]["reason"] == "removed by the partner" and removed[0]["code"] == "full"
 
 
+def test_only_the_deadline_policy_tells_suppliers_its_deadlines(tmp_path: Path) -> None:
+    got: dict[str, list[int]] = {}
+
+    async def body() -> Cluster:
+        c = Cluster(tmp_path, seed=5)
+        await c.tracker()
+
+        def recording(node: Any) -> None:  # what reaches each supplier, by requester
+            serve = node._chunk_req
+
+            def record(link: Any, msg: wire.ChunkReq) -> None:
+                got.setdefault(link.ip, []).append(msg.due_ms)
+                serve(link, msg)
+
+            node._chunk_req = record
+
+        recording(await c.source(max_partners=3))
+        recording(await c.peer("dl", partners=1))
+        recording(await c.peer("rr", scheduler="round_robin", partners=1))
+        recording(await c.peer("told", scheduler="round_robin", tell_deadline=True, partners=1))
+        await c.until("all play", lambda: all(c.events(p, "playback_start") for p in ("dl", "rr", "told")))
+        await asyncio.sleep(3)
+        await c.stop()
+        return c
+
+    c = asyncio.run(body())
+    # the naive baseline knows no deadlines: its requests carry none, so suppliers cannot refuse or drop them by
+    # deadline on its behalf (unless told to: tell_deadline); requests sent while buffering carry none either
+    assert got[c.hosts["rr"]] and not any(got[c.hosts["rr"]])
+    assert any(got[c.hosts["dl"]]) and any(got[c.hosts["told"]])
+
+
 def test_buffer_maps_tell_the_upload_rate_and_backlog_and_the_requester_counts_them(tmp_path: Path) -> None:
     told: dict[str, Any] = {}
 
