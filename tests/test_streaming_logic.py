@@ -412,8 +412,10 @@ def test_a_chunk_request_carries_a_deadline_only_while_playing_and_skipping() ->
 
     from nodes.peer import PeerNode
 
-    def due_ms(player: LivePlayer, due: float, now: float) -> int:
-        return PeerNode._due_ms(SimpleNamespace(player=player), due, now)  # type: ignore[arg-type]
+    def due_ms(player: LivePlayer, due: float, now: float, scheduler: str = "deadline",
+               tell: bool | None = None) -> int:
+        cfg = SimpleNamespace(scheduler=scheduler, tell_deadline=tell)
+        return PeerNode._due_ms(SimpleNamespace(player=player, cfg=cfg), due, now)  # type: ignore[arg-type]
 
     skip = LivePlayer(Recorder(), 1, 1.0, startup=2, on_missing="skip")
     skip.request(0.0)
@@ -422,6 +424,9 @@ def test_a_chunk_request_carries_a_deadline_only_while_playing_and_skipping() ->
     drive(skip, {i: Chunk(i, b"x") for i in range(6)}, 2.5)
     assert skip.state == "playing"
     assert due_ms(skip, 5.25, 2.5) == 2750 and due_ms(skip, 2.0, 2.5) == 1  # past due: the least deadline
+    # the naive round-robin baseline tells no deadline, unless told to
+    assert due_ms(skip, 5.25, 2.5, "round_robin") == 0 and due_ms(skip, 5.25, 2.5, "round_robin", True) == 2750
+    assert due_ms(skip, 5.25, 2.5, "deadline", False) == 0
     stall = LivePlayer(Recorder(), 1, 1.0, startup=1, on_missing="stall")
     stall.request(0.0)
     stall.start_at(0)
