@@ -300,11 +300,14 @@ class PeerNode(StreamNode):
                     lo = self.player.needed_from()
                     if lo is not None:
                         self.sched.forget(lo)
-                for r in self.sched.plan(now, self.candidates(now)):
+                candidates = self.candidates(now)
+                holders = {c.chunk: len(c.holders) for c in candidates}
+                for r in self.sched.plan(now, candidates):
                     link: Link = r.partner  # type: ignore[assignment]
                     due = self._deadline(r.chunk, now)
                     link.send(wire.ChunkReq(content, r.chunk, self._due_ms(due, now)))
-                    self.ctx.log.emit("chunk_req", chunk=r.chunk, to=link.name,
+                    # holders: how many partners the scheduler could have asked (1: no choice to make)
+                    self.ctx.log.emit("chunk_req", chunk=r.chunk, to=link.name, holders=holders.get(r.chunk),
                                       due_in=None if due is None else round(due - now, 3))
             except Exception as exc:  # noqa: BLE001 - one bad round must not stop the scheduler
                 self.ctx.log.emit("node_error", where="data scheduler", error=f"{type(exc).__name__}: {exc}")
