@@ -258,7 +258,7 @@ deadline" (refusals unchanged, 5496; seed 1 0.939 against 0.949). Before deadlin
 
 
 HETERO_SEEDS = tuple(range(1, 17))
-"""Seeds of the heterogeneous comparison. One run of it differs from the next of the same seed by up to 0.14 (the
+"""Seeds of the heterogeneous comparison. One run of it differs from the next of the same seed by up to 0.135 (the
 seed fixes lines, joins and random choices, not the timing of 20 processes), and the paired difference has a standard
 deviation of about 0.07 across seeds: five seeds detect only a difference above 0.09, sixteen one above 0.04. The
 whole case takes about an hour."""

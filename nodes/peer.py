@@ -306,7 +306,7 @@ class PeerNode(StreamNode):
                     link: Link = r.partner  # type: ignore[assignment]
                     due = self._deadline(r.chunk, now)
                     link.send(wire.ChunkReq(content, r.chunk, self._due_ms(due, now)))
-                    # holders: how many partners the scheduler could have asked (1: no choice to make)
+                    # holders: how many partners' buffer maps held the chunk (1: no choice of supplier)
                     self.ctx.log.emit("chunk_req", chunk=r.chunk, to=link.name, holders=holders.get(r.chunk),
                                       due_in=None if due is None else round(due - now, 3))
             except Exception as exc:  # noqa: BLE001 - one bad round must not stop the scheduler
