@@ -222,19 +222,28 @@ def bench(c, what, args=""):
     raise Exit(code=code)
 
 
-@task(iterable=["case"], help={"case": "mesh | capacity | churn | nat | download (repeatable; default all)",
-                               "results": "where the runs go"})
-def streaming_accept(c, case=None, results="results"):
+@task(iterable=["case"], help={"case": "mesh | capacity | hetero | churn | nat | download (repeatable; default all)",
+                               "seeds": "hetero: how many seeds (default 16, two runs of 1.6 min each per seed)",
+                               "seed_base": "hetero: first seed (default 1)", "results": "where the runs go"})
+def streaming_accept(c, case=None, seeds=None, seed_base=1, results="results"):
     """Run the live-streaming acceptance experiments in emulated networks and print their figures."""
     _need_root()
-    from analysis.streaming_accept import CASES, main
+    from analysis.streaming_accept import CASES, HETERO_SEEDS, main
 
     cases = case or list(CASES)
     unknown = [x for x in cases if x not in CASES]
+    try:
+        count, base = (len(HETERO_SEEDS) if seeds is None else int(seeds)), int(seed_base)
+    except ValueError:
+        count = base = 0
     if unknown:
         console.print(f"[red]unknown case(s) {unknown}[/]; choose from {', '.join(CASES)}")
         raise Exit(code=2)
-    raise Exit(code=main(cases, Path(results)))
+    if count < 1 or base < 0:
+        console.print(f"[red]--seeds {seeds!r} / --seed-base {seed_base!r}[/]: --seeds is a count >= 1, --seed-base "
+                      "a seed >= 0")
+        raise Exit(code=2)
+    raise Exit(code=main(cases, Path(results), range(base, base + count)))
 
 
 @task(iterable=["policy"], help={"policy": "a VoD policy (repeatable; default all eight)", "seeds": "seeds 1..N",

@@ -1,5 +1,6 @@
 """The live-streaming acceptance measurements read bundles correctly: who uploaded to whom (a NAT gateway's address
-counts for the host behind it) and the survivors' continuity in a window, on a small bundle written here."""
+counts for the host behind it) and the survivors' continuity in a window, on a small bundle written here; the paired
+comparison of the two data schedulers."""
 
 from __future__ import annotations
 
@@ -8,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from analysis.streaming_accept import address_book, uploads_between, uploads_by_node, window_continuity
+from analysis.streaming_accept import (
+    address_book,
+    paired_comparison,
+    uploads_between,
+    uploads_by_node,
+    window_continuity,
+)
 
 
 def _bundle(tmp_path: Path) -> Path:
@@ -53,3 +60,15 @@ def test_window_continuity_leaves_out_the_killed_peers(tmp_path: Path) -> None:
     share, n = window_continuity(b, 100.0, 110.0, exclude={"p2"})
     assert n == 3 and share == pytest.approx(2 / 3)
     assert window_continuity(b, 200.0, 210.0, exclude=set()) == (None, 0)
+
+
+def test_paired_comparison_needs_the_whole_interval_above_zero() -> None:
+    clear = paired_comparison({"deadline": [0.95, 0.97, 0.96, 0.98], "round_robin": [0.90, 0.91, 0.93, 0.92]})
+    assert clear["pass"] and clear["hetero_deadline_wins"] == "4 of 4 seeds"
+    mean, half = clear["hetero_difference"]["mean_ci95"]
+    assert mean == pytest.approx(0.05) and 0 < half < mean
+    # ahead on average and in most seeds, but one seed the other way: the interval includes zero
+    mixed = paired_comparison({"deadline": [0.99, 0.98, 0.97, 0.80], "round_robin": [0.90, 0.91, 0.93, 0.95]})
+    assert mixed["hetero_difference"]["mean_ci95"][0] > 0 and not mixed["pass"]
+    one = paired_comparison({"deadline": [0.99], "round_robin": [0.50]})
+    assert one["hetero_difference"]["mean_ci95"][1] == float("inf") and not one["pass"]
