@@ -88,7 +88,7 @@ class StreamNode:
         self._libc: Any = None
         self.up_rate: float | None = None  # measured upload rate (bytes/s) while chunks were waiting to go
         self._backlogged = False
-        self._up_mark = (0.0, 0)  # (time, data bytes sent) at the last measurement
+        self._up_mark: tuple[float, int] | None = None  # (time, bytes sent) at the last measurement
         self.busy_refusals = 0
         self.expired_requests = 0
         self.late_refusals = 0  # chunk requests refused or dropped because the chunk could not arrive in time
@@ -699,8 +699,15 @@ class StreamNode:
         return total
 
     def _measure_upload(self, now: float) -> None:
-        """The upload rate, sampled once a second over the seconds in which chunks were waiting to go out."""
+        """The upload rate, sampled once a second over the seconds in which chunks were waiting to go out. The
+        first call only sets the mark: a sample from time 0 divided the first second's bytes by the Unix time, and
+        the node, thinking it uploaded a few bytes a second, refused every request from then on (so no backlog
+        ever measured it again: one VDSL peer of five sent 2 chunks in a 90 s run, 2026-12-07)."""
         sent = self._acked()
+        if self._up_mark is None:
+            self._up_mark = (now, sent)
+            self._backlogged = any(lk.queue for lk in self.links)
+            return
         t0, sent0 = self._up_mark
         if self._backlogged and now > t0:
             sample = (sent - sent0) / (now - t0)

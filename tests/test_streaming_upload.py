@@ -2,7 +2,8 @@
 connections (requests queued on several partner connections are served one chunk at a time in the order they came,
 each to the connection that asked for it; a small overlay in which every node uploads that way plays on time);
 admission control (``serve_horizon``) that refuses fresh chunks behind a long queue but never old ones
-(``serve_old``); and ``queue_expiry``, which forgets requests that waited too long for their turn."""
+(``serve_old``); ``queue_expiry``, which forgets requests that waited too long for their turn; and the upload rate
+measured from the bytes that left while requests were waiting."""
 
 from __future__ import annotations
 
@@ -195,3 +196,47 @@ def test_admission_control_refuses_fresh_chunks_but_never_old_or_urgent_ones(tmp
     assert fresh  # a fresh chunk behind a queue longer than the horizon: busy, ask elsewhere
     assert not old  # an old chunk is always taken
     assert not urgent and not_urgent  # serve_urgent: a request due within 5 s is taken, one due in 9 s is not
+
+
+def test_upload_rate_is_measured_from_the_first_mark_not_from_time_zero(tmp_path: Path) -> None:
+    """Chunks sent with others still queued before the first measurement must not give a rate of bytes / Unix time
+    (a node that believes it uploads a few bytes a second refuses every request and is never measured again)."""
+
+    async def body() -> tuple[float | None, float | None, int]:
+        c = Cluster(tmp_path)
+        node = await source_holding(c, 8, 20000, serial_upload=True, serve_horizon=2.0)
+        links, far, server = await partner_links(node, ("a", "b"))
+
+        async def serve(requests: list[tuple[str, int]]) -> None:
+            for seq, (name, cid) in enumerate(requests):
+                links[name].queue.append(Queued(seq, cid, time.time()))
+            node.up_wake.set()
+            for name, _ in requests:
+                assert isinstance(await far[name].recv(5.0), wire.ChunkResp)
+
+        task = asyncio.ensure_future(node._upload_loop())
+        await serve([("a", 0), ("b", 1), ("a", 2)])  # sent with others queued: the uplink was busy
+        node._measure_upload(time.time())  # the first measurement: only the mark
+        first = node.up_rate
+        node._backlogged = True  # requests waited during this second
+        await serve([("b", 3), ("a", 4), ("b", 5)])
+        await asyncio.sleep(0.5)
+        node._measure_upload(time.time())
+        measured = node.up_rate
+        links["a"].queue.clear()
+        busy_before = node.busy_refusals
+        node._chunk_req(links["a"], wire.ChunkReq(node.cfg.content, 6))
+        refused = node.busy_refusals - busy_before
+        task.cancel()
+        for lk in links.values():
+            await lk.close()
+        for fs in far.values():
+            await fs.close()
+        server.close()
+        return first, measured, refused
+
+    first, measured, refused = asyncio.run(body())
+    assert first is None
+    # three 20 kB chunks over loopback in about half a second
+    assert measured is not None and measured > 50_000
+    assert refused == 0  # an idle node with a sane rate accepts a fresh chunk request
