@@ -97,14 +97,18 @@ def address_book(bundle: Path) -> dict[str, str]:
 
 
 def run_generated(scenario: dict[str, Any], results: Path, log: Callable[[str], None] = print) -> RunOutcome:
-    """Write a generated scenario next to the results and run it."""
+    """Write a generated scenario next to the results and run it (KeyboardInterrupt when the run was interrupted:
+    the network is torn down by then)."""
     gen = results / "_generated"
     gen.mkdir(parents=True, exist_ok=True)
     path = gen / f"{scenario['name']}-s{scenario['seed']}.yaml"
     with open(path, "w", encoding="utf-8") as fh:
         YAML().dump(scenario, fh)
     log(f"running {path.name} ({scenario['description']})")
-    return run_scenario(path, RunOptions(results=results))
+    outcome = run_scenario(path, RunOptions(results=results))
+    if outcome.status == "interrupted":  # Ctrl-C or SIGTERM stops the experiment, not just this run of it
+        raise KeyboardInterrupt(f"interrupted during {path.name}")
+    return outcome
 
 
 def _role_frames(frame: pd.DataFrame, role: str) -> dict[str, pd.DataFrame]:
