@@ -279,8 +279,8 @@ class Overlay:
         why = None
         if not self.joined.is_set() or node.leaving:
             why = wire.PartnerReason.LEAVING if node.leaving else wire.PartnerReason.OTHER
-        elif self.mcache.banned(msg.peer, now):
-            why = wire.PartnerReason.POOR  # it sent us corrupt data
+        elif self.mcache.banned(msg.peer, now) or node.refuses_partner(msg.peer, now):
+            why = wire.PartnerReason.POOR  # it sent us corrupt data, or we just dropped it as of little use
         elif msg.peer in self.partners:
             why = wire.PartnerReason.OTHER  # already partners over another connection
         elif msg.peer in self.connecting and msg.peer > self.me:

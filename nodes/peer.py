@@ -59,6 +59,10 @@ class PeerNode(StreamNode):
         self.done = False
         self.info_asked = 0.0
         self.timeouts = 0
+        self._refresh_at = 0.0  # refresh_after: the next look at the partners
+        self._refresh_mark: tuple[int, dict[Link, tuple[int, int]]] = (0, {})  # (chunks missed, per partner chunks
+        # received and sent) at the last look
+        self._refreshed_out: dict[int, float] = {}  # peer dropped by refresh_after -> not taken back before
         self.out_path: Path | None = None
         self._decode_queue: asyncio.Queue[bytes | None] | None = None
         self._decoder_closed = asyncio.Event()
@@ -144,6 +148,42 @@ class PeerNode(StreamNode):
         if self.info is None and links and now - self.info_asked > 3.0:
             self.info_asked = now
             self.ctx.rng.choice(sorted(links, key=lambda lk: lk.id)).send(wire.ContentInfoReq(self.cfg.content))
+        self._refresh_partners(now)
+
+    def _refresh_partners(self, now: float) -> None:
+        """``refresh_after`` (CoolStreaming's partner refinement, document 3.3.2.2: the member scheduler replaces
+        partners that are of little use): every ``refresh_after`` seconds, a viewer that missed a chunk since the
+        last look drops the partner it exchanged the fewest chunks with in that time (received or sent, whichever
+        is more), among those that have been partners that long (never the source or a main), when its overlay
+        has all the partners it wants; the member scheduler then asks another member at once, and the dropped
+        one is not taken back for ``refresh_after`` seconds if it asks. A viewer whose partners are all slow or all
+        starved goes on looking instead of staying with them."""
+        every, player = self.cfg.refresh_after, self.player
+        if not every or player is None or player.started_at is None or now < self._refresh_at:
+            return
+        missed = player.due - player.on_time
+        before, marks = self._refresh_mark
+        links = self.partner_links()
+        self._refresh_at = now + every
+        self._refresh_mark = (missed, {lk: (lk.chunks_down, lk.chunks_up) for lk in links})
+        if missed <= before:
+            return
+
+        def exchanged(lk: Link) -> int:
+            down, up = marks.get(lk, (0, 0))
+            return max(lk.chunks_down - down, lk.chunks_up - up)
+
+        old = [lk for lk in links if not lk.server and not lk.main and now - lk.added_at >= every
+               and len(lk.overlay.partners) >= lk.overlay.target_now()]
+        if old:
+            worst = min(old, key=lambda lk: (exchanged(lk), lk.id))
+            self._refreshed_out = {p: t for p, t in self._refreshed_out.items() if t > now}
+            if worst.peer is not None:  # (it would ask again at once: it lost a partner too)
+                self._refreshed_out[worst.peer] = now + every
+            self.drop(worst, "refresh", wire.PartnerReason.POOR)
+
+    def refuses_partner(self, peer: int, now: float) -> bool:
+        return self._refreshed_out.get(peer, 0.0) > now
 
     def chunk_data(self, chunk: Chunk) -> bytes | None:
         if self.cfg.pollute and self.ctx.rng.random() < self.cfg.pollute and chunk.data:

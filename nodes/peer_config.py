@@ -53,6 +53,12 @@ class Config(StreamParams):
                                description="ask the tracker and the first partner for contents matching this word")
     pollute: float = Field(default=0.0, ge=0, le=1, description="share of served chunks corrupted on purpose "
                                                                "(an attacker, for experiments)")
+    refresh_after: float = Field(default=0.0, ge=0, description="live: every this many seconds, a viewer that "
+                                                             "missed a chunk since the last time replaces the partner "
+                                                             "it exchanged the fewest chunks with in that time "
+                                                             "(either way; not the source, a main or a partner younger "
+                                                             "than that): CoolStreaming's partner refinement; "
+                                                             "0 = never")
 
     @model_validator(mode="after")
     def _peer(self) -> Config:

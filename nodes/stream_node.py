@@ -108,6 +108,10 @@ class StreamNode:
     def accepts_partners(self) -> bool:
         return True
 
+    def refuses_partner(self, peer: int, now: float) -> bool:
+        """A role's reason not to take this member (back) as a partner now (default: none)."""
+        return False
+
     def on_partner_added(self, link: Link) -> None:
         """A partnership started."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import time
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +177,62 @@ def test_a_full_source_replaces_its_slowest_partner_by_a_faster_uploader(tmp_pat
     assert max(a["partners"] for a in c.events("src", "partner_add")) <= 3  # one over while the slowest leaves
     removed = [r for r in c.events("slow1", "partner_drop") if r["ip"] == c.hosts["src"]]
     assert removed and removed[0]["reason"] == "removed by the partner" and removed[0]["code"] == "full"
+
+
+def test_a_viewer_that_misses_chunks_replaces_its_least_useful_partner(tmp_path: Path) -> None:
+    """``refresh_after``: nothing is dropped while the viewer misses nothing; once it has missed chunks, the partner
+    it exchanged the fewest chunks with since the last look is dropped (not one partnered for less than
+    ``refresh_after``), and the member scheduler finds another partner."""
+    picked: dict[str, Any] = {}
+
+    async def body() -> Cluster:
+        c = Cluster(tmp_path, seed=4)
+        await c.tracker()
+        await c.source(max_partners=1)
+        await c.peer("a", partners=3)
+        await c.until("a partners with the source", lambda: c.events("src", "partner_add"))
+        for p in ("b", "c", "d", "e"):
+            await c.peer(p, partners=3)
+        v = await c.peer("v", partners=3, refresh_after=30.0)
+        await c.until("v has three partners and plays",
+                      lambda: len(v.partner_links()) == 3 and v.player is not None and v.player.started_at)
+        links = sorted(v.partner_links(), key=lambda lk: lk.id)
+        assert not any(lk.server for lk in links)  # the source took one partner: a
+        now = time.time()
+        for lk in links:
+            lk.added_at = now - 60
+        v._refresh_at = 0.0
+        v._refresh_partners(now)  # the first look: marks only
+        assert all(lk in v.partner_links() for lk in links)
+        # no chunk missed since: nobody is dropped, however little they exchanged
+        v._refresh_at = 0.0
+        v.player.on_time = v.player.due
+        v._refresh_partners(now)
+        assert v.partner_links() and all(not lk.closed for lk in links)
+        # chunks missed; the partner that exchanged least is the youngest, so the next one goes
+        young, least, busy = links
+        v.player.due += 3
+        young.added_at = now
+        for lk, extra in ((young, 0), (least, 1_000), (busy, 5_000)):
+            lk.chunks_down += extra
+        v._refresh_at = 0.0
+        v._refresh_partners(now)
+        picked.update(least=least.ip, kept={young.ip, busy.ip})
+        await c.until("the dropped partner is replaced",
+                      lambda: len(v.partner_links()) == 3 and least.closed)
+        await asyncio.sleep(0.3)
+        picked["stop"] = time.time()
+        await c.stop()
+        return c
+
+    c = asyncio.run(body())
+    refreshed = [d for d in c.events("v", "partner_drop") if d["reason"] == "refresh"]
+    assert [d["ip"] for d in refreshed] == [picked["least"]]
+    # the others stayed until the end (when the nodes stop and leave)
+    gone = [d for d in c.events("v", "partner_drop") if d["ip"] in picked["kept"] and d["t"] < picked["stop"]]
+    assert not gone, gone
+    later = [a for a in c.events("v", "partner_add") if a["t"] > refreshed[0]["t"]]
+    assert later and later[0]["ip"] != picked["least"]
 
 
 def test_only_the_deadline_policy_tells_suppliers_its_deadlines(tmp_path: Path) -> None:
