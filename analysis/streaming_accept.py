@@ -245,34 +245,37 @@ had split, seed 4: the peers that joined late, four VDSL peers among them, partn
 peers, never reached the source or the VDSL peer among its partners, and played at 0.20-0.62 with the deadline
 scheduler, 0.645 on average), and a source that prefers peers saying they upload four times more (``prefer_uploaders``).
 The round-robin requests carry no deadline (``tell_deadline``, since 2026-12-07). Seeds 1-16 (``HETERO_SEEDS``,
-2026-12-07): deadline ahead in 11, paired difference +0.028 +- 0.036, means 0.963 against 0.936; round-robin fell to
-0.83-0.90 in 5 runs, deadline in 1 (per-seed figures in docs/live-streaming.md). Seeds 1-8 deadline 0.988, 0.968, 0.966,
-0.900, 0.972, 0.925, 0.955, 0.984 against 0.969, 0.956, 0.962, 0.964, 0.980, 0.962, 0.990, 0.961: ahead in 4, paired
-difference -0.011 +- 0.026 (docs/live-streaming.md: why). With deadlines in round-robin's requests (2026-12-06, buffer
-maps telling each supplier's upload backlog and rate): deadline 0.982, 0.926, 0.982, 0.984, 0.988 against round-robin
-0.964, 0.946, 0.994, 0.965, 0.979: ahead in 3, behind in 2, paired difference +0.003 +- 0.022. At a 4 s lag: 0.968,
-0.973, 0.959, 0.974, 0.985 against 0.987, 0.940, 0.948, 0.937, 0.984 (+0.013 +- 0.029). With suppliers that never refuse
-(``serve_deadline: false``, ``serve_horizon: 0``): seeds 1-5 0.754, 0.914, 0.850, 0.896, 0.783 against 0.755, 0.801,
-0.780, 0.777, 0.771 (+0.063 +- 0.069); seeds 6-8, added after seeing that, 0.830, 0.740, 0.685 against 0.725, 0.955,
-0.677 (all eight: +0.026 +- 0.091). Without the told backlog and rate: 0.975, 0.979, 0.936, 0.970, 0.977 against 0.872,
-0.929, 0.960, 0.970, 0.976; a repeat of seed 1 gave round-robin 0.949 (so runs of one seed differ by up to 0.08). Not
-significant in any of them: the suppliers' own refusals (``serve_deadline``, ``serve_horizon``) send a round-robin
-requester elsewhere at once, which does much of what the deadline scheduler does. Before the source preferred uploaders,
-its four partners were the first peers to ask, often all ADSL, and the overlay starved: deadline 0.833, 0.480, 0.834,
-0.437, 0.391 against 0.721, 0.433, 0.616, 0.365, 0.433 (ahead in 4 of 5, +0.081 +- 0.118). Tried before the told backlog
-and rate: a 4 s lag (seeds 1 / 2: deadline 0.923 / 0.943 against 0.931 / 0.985: the deadline policy sends every
-requester to the same fastest suppliers, which refuse: 4351 ERROR busy against round-robin's 1120); suppliers without
-deadlines (``serve_deadline: false``, seeds 1-3: 0.974 / 0.909 / 0.722 against 0.760 / 0.910 / 0.883); a requester that
-takes a busy answer as "not free before that chunk's deadline" (refusals unchanged, 5496; seed 1 0.939 against 0.949).
-Before deadlines and serial upload: 0.674 / 0.476 / 0.668 against 0.563 / 0.620 / 0.619. Alternating 8/1 and 50/10 lines
-with 20 s of lag gave 1.000 with either scheduler (the VDSL peers carry everything in time)."""
+2026-12-07 evening, with the partner refresh and the upload-rate fix of nodes/stream_node.py): deadline ahead in 11,
+paired difference +0.035 +- 0.027 (above 0), means 0.968 against 0.934; round-robin below 0.9 in 4 runs, deadline never
+(per-seed figures in docs/live-streaming.md). Before those two fixes: seeds 1-16 ahead in 11, +0.028 +- 0.036, means
+0.963 against 0.936, the deadline scheduler's one bad run (0.864) a VDSL peer locked out of uploading; seeds 1-8
+deadline 0.988, 0.968, 0.966, 0.900, 0.972, 0.925, 0.955, 0.984 against 0.969, 0.956, 0.962, 0.964, 0.980, 0.962, 0.990,
+0.961: ahead in 4, paired difference -0.011 +- 0.026 (docs/live-streaming.md: why). With deadlines in round-robin's
+requests (2026-12-06, buffer maps telling each supplier's upload backlog and rate): deadline 0.982, 0.926, 0.982, 0.984,
+0.988 against round-robin 0.964, 0.946, 0.994, 0.965, 0.979: ahead in 3, behind in 2, paired difference +0.003 +- 0.022.
+At a 4 s lag: 0.968, 0.973, 0.959, 0.974, 0.985 against 0.987, 0.940, 0.948, 0.937, 0.984 (+0.013 +- 0.029). With
+suppliers that never refuse (``serve_deadline: false``, ``serve_horizon: 0``): seeds 1-5 0.754, 0.914, 0.850, 0.896,
+0.783 against 0.755, 0.801, 0.780, 0.777, 0.771 (+0.063 +- 0.069); seeds 6-8, added after seeing that, 0.830, 0.740,
+0.685 against 0.725, 0.955, 0.677 (all eight: +0.026 +- 0.091). Without the told backlog and rate: 0.975, 0.979, 0.936,
+0.970, 0.977 against 0.872, 0.929, 0.960, 0.970, 0.976; a repeat of seed 1 gave round-robin 0.949 (so runs of one seed
+differ by up to 0.08). Not significant in any of them: the suppliers' own refusals (``serve_deadline``,
+``serve_horizon``) send a round-robin requester elsewhere at once, which does much of what the deadline scheduler does.
+Before the source preferred uploaders, its four partners were the first peers to ask, often all ADSL, and the overlay
+starved: deadline 0.833, 0.480, 0.834, 0.437, 0.391 against 0.721, 0.433, 0.616, 0.365, 0.433 (ahead in 4 of 5, +0.081
++- 0.118). Tried before the told backlog and rate: a 4 s lag (seeds 1 / 2: deadline 0.923 / 0.943 against 0.931 / 0.985:
+the deadline policy sends every requester to the same fastest suppliers, which refuse: 4351 ERROR busy against
+round-robin's 1120); suppliers without deadlines (``serve_deadline: false``, seeds 1-3: 0.974 / 0.909 / 0.722 against
+0.760 / 0.910 / 0.883); a requester that takes a busy answer as "not free before that chunk's deadline" (refusals
+unchanged, 5496; seed 1 0.939 against 0.949). Before deadlines and serial upload: 0.674 / 0.476 / 0.668 against 0.563 /
+0.620 / 0.619. Alternating 8/1 and 50/10 lines with 20 s of lag gave 1.000 with either scheduler (the VDSL peers carry
+everything in time)."""
 
 
 HETERO_SEEDS = tuple(range(1, 17))
 """Seeds of the heterogeneous comparison. One run of it differs from the next of the same seed by up to 0.135 (the
-seed fixes lines, joins and random choices, not the timing of 20 processes), and the paired difference has a standard
-deviation of about 0.07 across seeds: five seeds detect only a difference above 0.09, sixteen one above 0.04. The
-whole case takes about an hour."""
+seed fixes lines, joins and random choices, not the timing of 20 processes), and the paired difference had a standard
+deviation of 0.05-0.07 across seeds: five seeds detect only a difference above 0.06-0.09, sixteen one above 0.03-0.04.
+The whole case takes about 55 minutes (``--seeds``, ``--seed-base`` for other seeds)."""
 
 
 def case_capacity(results: Path, peers: int = 30, seed: int = 1) -> dict[str, Any]:
