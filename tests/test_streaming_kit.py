@@ -173,3 +173,12 @@ async def partner_links(node: source.SourceNode, names: tuple[str, ...]) -> tupl
         node.links.add(link)
         links[name] = link
     return links, far, server
+
+
+async def close_partner_links(links: dict[str, Any], far: dict[str, Any], server: asyncio.AbstractServer) -> None:
+    """Close what :func:`partner_links` opened: both ends of each connection and the listening server."""
+    for lk in links.values():
+        await lk.close()
+    for fs in far.values():
+        await fs.close()
+    server.close()

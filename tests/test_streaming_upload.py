@@ -20,7 +20,7 @@ from nodes import source, source_config, wire
 from nodes.chunk_buffer import Chunk
 from nodes.peer_link import Link, Queued
 from nodes.wire import FramedStream
-from tests.test_streaming_kit import Cluster, free_port, partner_links, source_holding
+from tests.test_streaming_kit import Cluster, close_partner_links, free_port, partner_links, source_holding
 
 
 def test_serial_upload_serves_requests_in_arrival_order_over_all_links(tmp_path: Path) -> None:
@@ -50,11 +50,7 @@ def test_serial_upload_serves_requests_in_arrival_order_over_all_links(tmp_path:
             assert isinstance(msg, wire.ChunkResp)
             got["a"].append(msg.chunk)
         task.cancel()
-        for lk in links.values():
-            await lk.close()
-        for fs in far.values():
-            await fs.close()
-        server.close()
+        await close_partner_links(links, far, server)
         return sent, got
 
     sent, got = asyncio.run(body())
@@ -228,11 +224,7 @@ def test_upload_rate_is_measured_from_the_first_mark_not_from_time_zero(tmp_path
         node._chunk_req(links["a"], wire.ChunkReq(node.cfg.content, 6))
         refused = node.busy_refusals - busy_before
         task.cancel()
-        for lk in links.values():
-            await lk.close()
-        for fs in far.values():
-            await fs.close()
-        server.close()
+        await close_partner_links(links, far, server)
         return first, measured, refused
 
     first, measured, refused = asyncio.run(body())
